@@ -1,0 +1,3 @@
+from lmdistill.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""Command line: `lmdistill train|eval|info|prepare`. User mistakes print one line and exit 2."""
+import argparse
+import os
+import sys
+
+from lmdistill.errors import UserError
+
+SET_HELP = ("override a config value, e.g. --set train.steps=50 --set objectives.1.divergence=reverse_kl "
+            "(values are parsed as YAML; repeatable)")
+
+
+def cmd_train(args):
+    from lmdistill.config import load_config
+    from lmdistill.run import train
+    config = load_config(args.config, args.set)
+    if args.run_dir:
+        config.run_dir = args.run_dir
+    train(config, resume=args.resume, overwrite=args.overwrite, stop_at=args.stop_at)
+
+
+def cmd_eval(args):
+    from lmdistill.run import evaluate_run
+    evaluate_run(args.run_dir, args.set, student=args.student, split=args.split)
+
+
+def cmd_info(args):
+    from lmdistill.models.info import describe, layer_map_text
+    info = describe(args.model, args.trust_remote_code)
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+    other = None
+    if args.student:
+        other = describe(args.student, args.trust_remote_code)
+        print(f"\nagainst student {args.student} ({other['layers']} layers, hidden {other['hidden_size']}):")
+    elif args.student_layers:
+        other = {**info, "layers": args.student_layers}
+        print(f"\nagainst a {args.student_layers}-layer student:")
+    if other:
+        print(layer_map_text(info, other, args.pairs))
+
+
+def cmd_prepare(args):
+    from lmdistill.models.builtin import BUILTIN, builtin_model_dir
+    for name in BUILTIN:
+        print(f"{name}: {builtin_model_dir(name)}")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="lmdistill", description="Distil a Hugging Face causal LM into a smaller student.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a student as CONFIG says, then evaluate it",
+                       description="Train a student from a YAML config (see configs/demo.yaml), then evaluate it on "
+                                   "the held-out split. Writes config.yaml, metrics.jsonl, tensorboard/, "
+                                   "checkpoints/, student/, report.md and eval.json to the run directory.")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    t.add_argument("--run-dir", help="write outputs here instead of the config's run_dir")
+    t.add_argument("--resume", action="store_true", help="continue the run in run_dir from its latest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run in run_dir")
+    t.add_argument("--stop-at", type=int, metavar="STEP", help="save a checkpoint and stop at this step "
+                   "(the schedule still spans train.steps); continue later with --resume")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a trained run's student",
+                       description="Evaluate the student of a finished run (teacher-forced CE and KL to the teacher "
+                                   "on response tokens, ROUGE-L of generations beside trivial baselines, accuracy "
+                                   "for classification). Writes eval-SPLIT.json and eval-SPLIT.md to the run dir.")
+    e.add_argument("run_dir", help="run directory written by `lmdistill train`")
+    e.add_argument("--split", choices=["dev", "test"], help="held-out split (default: the config's eval.split)")
+    e.add_argument("--student", help="evaluate this model directory instead of the run's student/")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    e.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("info", help="describe a model and suggest a layer map",
+                       description="Print a model's architecture, hidden size, layers, heads, vocabulary and "
+                                   "parameter count without loading its weights; with --student or "
+                                   "--student-layers, suggest a teacher->student layer map.")
+    i.add_argument("model", help="hub id, local directory, .gguf file or built-in name (smollm2-135m-instruct)")
+    i.add_argument("--student", help="a student model to map layers against")
+    i.add_argument("--student-layers", type=int, help="map against a student with this many layers")
+    i.add_argument("--pairs", type=int, default=5, help="number of layer pairs to suggest (default 5)")
+    i.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
+    i.set_defaults(func=cmd_info)
+
+    pr = sub.add_parser("prepare", help="convert the built-in models to safetensors (once, cached)",
+                        description="Convert built-in models to safetensors in $LMDISTILL_CACHE "
+                                    "(default ~/.cache/lmdistill). Other commands do this on first use.")
+    pr.set_defaults(func=cmd_prepare)
+    return p
+
+
+def quiet_libraries():
+    """Our own progress bar is the one to watch: silence transformers' per-load bars and notices."""
+    from transformers.utils import logging
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def main(argv=None):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"lmdistill: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("lmdistill: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

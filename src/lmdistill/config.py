@@ -1,0 +1,252 @@
+"""The one config schema: YAML file + `--set a.b=c` overrides -> validated `Config`.
+
+Unknown keys are rejected before pydantic sees them, so the error can name the nearest valid key.
+"""
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from lmdistill.errors import UserError, did_you_mean
+from lmdistill.objectives import ObjectiveParams, objective_params_class
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudentSpec(Strict):
+    """A fresh student built from scratch; it shares the teacher's tokenizer."""
+    arch: Literal["llama"] = "llama"
+    hidden_size: int = Field(256, gt=0)
+    num_layers: int = Field(6, gt=0)
+    num_heads: int = Field(4, gt=0)
+    num_kv_heads: int | None = Field(None, gt=0, description="default: num_heads")
+    intermediate_size: int | None = Field(None, gt=0, description="default: 8/3 * hidden_size, rounded up to 64")
+    tie_word_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+                             f"choose num_heads from {[h for h in range(1, 33) if self.hidden_size % h == 0]}")
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {kv}")
+        return self
+
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class TeacherConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="hub id, local directory, .gguf file or built-in name")
+    dtype: DType = "float32"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class StudentConfig(Strict):
+    model: str | None = Field(None, description="hub id, local directory or .gguf file of a pretrained student")
+    spec: StudentSpec | None = None
+    dtype: DType = "float32"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model is None) == (self.spec is None):
+            raise ValueError("give exactly one of student.model (a pretrained model) or student.spec (a fresh one)")
+        return self
+
+
+class DataConfig(Strict):
+    builtin: str | None = Field("define-word", description="built-in dataset name; null to use train/dev/test paths")
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    task: Literal["auto", "generation", "classification"] = "auto"
+    use_chat_template: bool = True
+    system_prompt: str | None = Field("You are a helpful assistant.", description="null keeps the chat template's own default")
+    max_length: int = Field(256, ge=8)
+    max_train_examples: int | None = Field(None, gt=0)
+
+
+class TrainConfig(Strict):
+    steps: int = Field(300, gt=0)
+    batch_size: int = Field(8, gt=0, description="examples per micro-batch per process")
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(20, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else no")
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(100, ge=0, description="0 turns periodic dev evaluation off")
+    eval_examples: int = Field(200, gt=0, description="dev examples used by periodic evaluation")
+    save_every: int = Field(0, ge=0, description="0 saves only the final checkpoint")
+    keep_checkpoints: int = Field(2, gt=0)
+
+
+class EvalConfig(Strict):
+    split: Literal["dev", "test"] = "test"
+    max_examples: int | None = Field(200, gt=0)
+    batch_size: int = Field(16, gt=0)
+    generate: bool = True
+    max_new_tokens: int = Field(48, gt=0)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one generation pass per seed when sampling")
+    teacher: bool = Field(True, description="also evaluate the teacher, for reference")
+
+
+def _default_objectives():
+    return [{"name": "ce", "weight": 0.5}, {"name": "logit_kd", "weight": 0.5}]
+
+
+class Config(Strict):
+    seed: int = 0
+    run_dir: str = "runs/default"
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = Field(default_factory=lambda: StudentConfig(spec=StudentSpec()))
+    data: DataConfig = DataConfig()
+    objectives: list[SerializeAsAny[ObjectiveParams]] = Field(default_factory=_default_objectives, min_length=1,
+                                                            validate_default=True)
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _build_objectives(cls, value):
+        if not isinstance(value, list):
+            raise ValueError("objectives must be a list of {name, weight, ...} entries")
+        built = []
+        for i, entry in enumerate(value):
+            if isinstance(entry, ObjectiveParams):
+                built.append(entry)
+                continue
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise ValueError(f"objectives[{i}] needs a 'name'")
+            params_cls = objective_params_class(entry["name"])
+            check_keys(params_cls, entry, f"objectives[{i}].")
+            try:
+                built.append(params_cls(**entry))
+            except ValidationError as e:
+                raise UserError(_one_line(e, f"objectives[{i}]")) from None
+        return built
+
+    @model_validator(mode="after")
+    def _data_source(self):
+        if self.data.builtin is None and self.data.train is None:
+            raise ValueError("data: give data.builtin (a built-in dataset) or data.train (a JSONL path)")
+        return self
+
+
+def _model_class(annotation):
+    """The BaseModel class inside an annotation like `X`, `X | None`, `Optional[X]`, or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_class(arg)
+            if found:
+                return found
+    return None
+
+
+def check_keys(model_cls, data, where=""):
+    """Raise UserError on the first key that `model_cls` does not have, suggesting the nearest one."""
+    if not isinstance(data, dict):
+        return
+    fields = model_cls.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            raise UserError(f"config: unknown key '{where}{key}'{did_you_mean(key, fields)}")
+        sub = _model_class(fields[key].annotation)
+        if sub is not None:
+            check_keys(sub, value, f"{where}{key}.")
+
+
+def _set_path(data, dotted, value):
+    keys = dotted.split(".")
+    node = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise UserError(f"--set {dotted}: '{key}' is not an index of a list of {len(node)}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise UserError(f"--set {dotted}: '{'.'.join(keys[:i])}' is not a section")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = [] if key == "objectives" else {}
+            node = node[key]
+
+
+def apply_overrides(data, overrides):
+    """Apply `section.key=value` strings; values are parsed as YAML (so 3, 1e-4, true, [1,2] work)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects section.key=value, got '{item}'")
+        dotted, raw = item.split("=", 1)
+        if dotted.split(".")[0] == "objectives" and "objectives" not in data:
+            data["objectives"] = _default_objectives()
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_path(data, dotted.strip(), value)
+    return data
+
+
+def _one_line(error: ValidationError, prefix=""):
+    first = error.errors()[0]
+    where = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = f" (got {got!r})" if first["type"] != "value_error" and not isinstance(got, (dict, list)) else ""
+    return f"config: {where}: {msg}{shown}"
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    check_keys(Config, data)
+    try:
+        return Config(**data)
+    except ValidationError as e:
+        raise UserError(_one_line(e)) from None
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file {path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path}: top level must be a mapping of sections")
+    return data
+
+
+def load_config(path=None, overrides=()) -> Config:
+    data = read_yaml(path) if path is not None else {}
+    return build_config(apply_overrides(data, overrides))
+
+
+def save_config(config: Config, path):
+    from lmdistill.io import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

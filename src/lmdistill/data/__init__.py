@@ -1,0 +1,44 @@
+"""Datasets: records from JSONL or the built-ins, encoded with the teacher's tokenizer."""
+from dataclasses import dataclass
+
+from lmdistill.data.batches import IGNORE, BatchOrder, collate
+from lmdistill.data.builtin import builtin_split, builtin_task
+from lmdistill.data.encode import EncodeStats, Example, encode, prompt_ids
+from lmdistill.data.jsonl import read_records
+
+__all__ = ["IGNORE", "BatchOrder", "collate", "Example", "EncodeStats", "encode", "prompt_ids", "read_records",
+           "split_path", "load_split", "task_kind"]
+
+
+def split_path(cfg, split):
+    """Path of a split ('train', 'dev', 'test') or None when the config gives none."""
+    if cfg.builtin is not None:
+        return builtin_split(cfg.builtin, split)
+    return getattr(cfg, split)
+
+
+@dataclass
+class Split:
+    name: str
+    records: list
+    examples: list
+    stats: EncodeStats
+
+
+def load_split(cfg, split, tokenizer, limit=None):
+    path = split_path(cfg, split)
+    if path is None:
+        return None
+    records = read_records(path)[:limit]
+    examples, stats = encode(records, tokenizer, cfg)
+    return Split(split, records, examples, stats)
+
+
+def task_kind(cfg, train_records):
+    """'classification' when responses are a small label set, else 'generation'."""
+    if cfg.task != "auto":
+        return cfg.task
+    if cfg.builtin is not None:
+        return builtin_task(cfg.builtin)
+    labels = {r["response"].strip().lower() for r in train_records}
+    return "classification" if len(labels) <= 20 and len(train_records) >= 5 * len(labels) else "generation"

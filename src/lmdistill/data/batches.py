@@ -1,0 +1,50 @@
+"""Padding and a deterministic batch order: the micro-batches of step s depend only on (seed, s),
+so a resumed run sees exactly the batches an uninterrupted run would."""
+import torch
+
+from lmdistill.errors import UserError
+
+IGNORE = -100
+
+
+def collate(examples, pad_id):
+    """Right-padded input_ids, attention_mask, and labels (IGNORE on prompt and padding)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, e.n_prompt:n] = ids[i, e.n_prompt:n]
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class BatchOrder:
+    """Reshuffles every epoch with a generator seeded by (seed, epoch); drops the last partial batch."""
+
+    def __init__(self, n_examples, batch_size, grad_accum=1, seed=0, world_size=1, rank=0):
+        self.global_batch = batch_size * world_size
+        self.per_epoch = n_examples // self.global_batch
+        if self.per_epoch == 0:
+            raise UserError(f"the training set has {n_examples} examples, fewer than one batch of "
+                            f"{self.global_batch}; lower train.batch_size or add data")
+        self.n, self.batch_size, self.grad_accum = n_examples, batch_size, grad_accum
+        self.seed, self.rank = seed, rank
+        self._epoch, self._perm = None, None
+
+    def _permutation(self, epoch):
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
+        return self._perm
+
+    def micro_batch(self, index):
+        """This rank's example indices for global micro-batch `index`."""
+        epoch, k = divmod(index, self.per_epoch)
+        start = k * self.global_batch + self.rank * self.batch_size
+        return self._permutation(epoch)[start:start + self.batch_size]
+
+    def step(self, step):
+        return [self.micro_batch(step * self.grad_accum + i) for i in range(self.grad_accum)]

@@ -1,0 +1,26 @@
+"""Batched generation from prompt ids (left-padded), greedy or sampled with a seed."""
+import torch
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=False, temperature=1.0,
+             top_p=1.0, seed=0, device="cpu"):
+    """Decoded continuations (special tokens removed) of each list of prompt ids."""
+    model.eval()
+    pad = tokenizer.pad_token_id
+    outputs = []
+    torch.manual_seed(seed)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, p in enumerate(chunk):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
+        outputs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [o.strip() for o in outputs]

@@ -1,0 +1,35 @@
+"""A short Markdown report of a run: metrics table, run facts, a few sample generations."""
+
+COLUMNS = [("ce", "CE (nats/token)", "{:.3f}"), ("kl", "KL(T||S)", "{:.3f}"),
+           ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "accuracy %", "{:.1f}")]
+
+
+def metrics_table(rows):
+    used = [c for c in COLUMNS if any(c[0] in r for r in rows.values())]
+    lines = ["| model | " + " | ".join(title for _, title, _ in used) + " |",
+             "|---|" + "---|" * len(used)]
+    for name, row in rows.items():
+        cells = []
+        for key, _, fmt in used:
+            value = fmt.format(row[key]) if key in row else "-"
+            if f"{key}_std" in row:
+                value += " ± " + fmt.format(row[f"{key}_std"])
+            cells.append(value)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_report(result, facts):
+    parts = [f"# lmdistill report\n",
+             f"Held-out split `{result['split']}`: {result['examples']} examples, {result['response_tokens']} "
+             f"response tokens, task: {result['task']}. CE and KL are teacher-forced on response tokens "
+             f"(the primary metrics); ROUGE-L is of generations, beside trivial baselines.\n",
+             metrics_table(result["metrics"]), ""]
+    if facts:
+        parts += ["## Run", *[f"- {k}: {v}" for k, v in facts.items()], ""]
+    if result["samples"]:
+        parts.append("## Samples")
+        for s in result["samples"]:
+            parts.append(f"- prompt: {s['prompt'][:120]!r}\n  - reference: {s['reference'][:120]!r}\n"
+                         f"  - student: {s['student'][:120]!r}\n  - teacher: {s['teacher'][:120]!r}")
+    return "\n".join(parts) + "\n"

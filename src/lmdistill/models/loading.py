@@ -1,0 +1,94 @@
+"""Load teacher and student: hub id, local directory, .gguf file, built-in name, or a spec."""
+import math
+from pathlib import Path
+
+import torch
+
+from lmdistill.errors import UserError
+from lmdistill.models.builtin import BUILTIN, builtin_model_dir
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _source(name):
+    """(directory or hub id, gguf file name or None) for a model reference."""
+    if name in BUILTIN:
+        return str(builtin_model_dir(name)), None
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"model file not found: {path}")
+        return str(path.parent), path.name
+    if path.exists() and not path.is_dir():
+        raise UserError(f"model path {path} is a file; give a model directory, a .gguf file or a hub id")
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local and not path.is_dir():
+        raise UserError(f"model directory not found: {path}")
+    return (str(path) if path.is_dir() else name), None
+
+
+def _load_error(name, error):
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"could not load model '{name}': {first} (a hub id needs network access; "
+                     f"give a local directory, a .gguf file or a built-in name: {', '.join(BUILTIN)})")
+
+
+def load_tokenizer(name, revision=None, trust_remote_code=False):
+    from transformers import AutoTokenizer
+    source, gguf = _source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error(name, e) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name, dtype="float32", revision=None, trust_remote_code=False):
+    from transformers import AutoModelForCausalLM
+    source, gguf = _source(name)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=DTYPES[dtype], revision=revision,
+                                                    trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error(name, e) from None
+
+
+def load_teacher(cfg):
+    """The frozen teacher and its tokenizer (the tokenizer every dataset is encoded with)."""
+    model = load_model(cfg.model, cfg.dtype, cfg.revision, cfg.trust_remote_code)
+    model.eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)
+
+
+def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
+    """A fresh llama student sharing the teacher's tokenizer (and embedding row count)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    intermediate = spec.intermediate_size or 64 * math.ceil(spec.hidden_size * 8 / 3 / 64)
+    config = LlamaConfig(
+        vocab_size=teacher_config.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=intermediate,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads or spec.num_heads,
+        max_position_embeddings=getattr(teacher_config, "max_position_embeddings", 2048),
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+
+
+def load_student(cfg, teacher, teacher_tokenizer, seed):
+    """The student and its tokenizer; a pretrained student must use the teacher's tokenizer."""
+    if cfg.spec is not None:
+        torch.manual_seed(seed)
+        return student_from_spec(cfg.spec, teacher.config, teacher_tokenizer, cfg.dtype), teacher_tokenizer
+    model = load_model(cfg.model, cfg.dtype, cfg.revision, cfg.trust_remote_code)
+    return model, load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)

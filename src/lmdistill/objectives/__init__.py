@@ -1,0 +1,16 @@
+"""Objectives: one small class per loss, looked up by name from one registry.
+
+An objective sees the student's and the teacher's outputs at response positions (`ModelOutputs`)
+and returns the SUM of its per-token loss; the training loop divides by the global count of response
+tokens, so accumulation and multi-process runs normalise the same way.
+"""
+from lmdistill.objectives.base import OBJECTIVES, Objective, ObjectiveParams, objective_params_class, register
+
+# Importing the modules fills the registry.
+from lmdistill.objectives import ce, logit_kd  # noqa: E402,F401
+
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveParams", "objective_params_class", "register", "build_objectives"]
+
+
+def build_objectives(params_list, context):
+    return [OBJECTIVES[p.name](p, context) for p in params_list]

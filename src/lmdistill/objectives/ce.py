@@ -1,0 +1,20 @@
+from typing import Literal
+
+import torch.nn.functional as F
+
+from lmdistill.objectives.base import Objective, ObjectiveParams, register
+
+
+class CEParams(ObjectiveParams):
+    name: Literal["ce"] = "ce"
+
+
+@register
+class CrossEntropy(Objective):
+    """The task loss: next-token cross-entropy on response tokens (SFT)."""
+    name = "ce"
+    Params = CEParams
+    needs_teacher = False
+
+    def loss(self, student, teacher, batch):
+        return F.cross_entropy(student.logits.float(), student.targets, reduction="sum")

@@ -1,0 +1,38 @@
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from lmdistill import divergences
+from lmdistill.objectives.base import Objective, ObjectiveParams, register
+
+
+class LogitKDParams(ObjectiveParams):
+    name: Literal["logit_kd"] = "logit_kd"
+    divergence: str = "forward_kl"
+    temperature: float = Field(1.0, gt=0)
+    t2_scaling: bool = Field(True, description="multiply by T^2 so gradient scale does not shrink with T (Hinton et al.)")
+    chunk_size: int = Field(1024, gt=0, description="positions per chunk: bounds memory for large vocabularies")
+    params: dict[str, Any] = Field(default_factory=dict, description="divergence parameters, e.g. {beta: 0.5}")
+
+    @field_validator("divergence")
+    @classmethod
+    def _known(cls, name):
+        divergences.get_divergence(name)
+        return name
+
+
+@register
+class LogitKD(Objective):
+    """Divergence between teacher and student next-token distributions on response tokens."""
+    name = "logit_kd"
+    Params = LogitKDParams
+
+    def __init__(self, params, context):
+        super().__init__(params, context)
+        self.divergence = divergences.get_divergence(params.divergence)
+
+    def loss(self, student, teacher, batch):
+        p = self.params
+        value = self.divergence(student.logits, teacher.logits, temperature=p.temperature,
+                                chunk_size=p.chunk_size, reduction="sum", **p.params)
+        return value * p.temperature ** 2 if p.t2_scaling else value

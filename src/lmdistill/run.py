@@ -1,0 +1,148 @@
+"""The `train` and `eval` jobs: build parts, run, write outputs into the run directory."""
+import json
+import random
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from lmdistill.build import build_parts, wrap
+from lmdistill.config import build_config, read_yaml, save_config
+from lmdistill.errors import UserError
+from lmdistill.eval.report import render_report
+from lmdistill.eval.run import evaluate
+from lmdistill.io import atomic_dir, atomic_write_json, atomic_write_text
+
+# Keys that may change when a run is resumed; anything else must match the saved config.
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.save_every", "train.log_every", "eval.")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory():
+    """Peak resident memory of this process (and GPU allocation, on CUDA), as text."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    text = f"{rss:.2f} GiB RSS"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU"
+    return text
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_resume_config(config, run_dir):
+    saved = _flatten(build_config(read_yaml(run_dir / "config.yaml")).model_dump(mode="json"))
+    now = _flatten(config.model_dump(mode="json"))
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
+            raise UserError(f"cannot resume {run_dir}: {key} was {saved.get(key)!r}, now {now.get(key)!r}; "
+                            f"use the run's own config ({run_dir / 'config.yaml'}) or a new run_dir")
+
+
+def _prepare_run_dir(config, resume, overwrite):
+    run_dir = Path(config.run_dir)
+    has_run = (run_dir / "config.yaml").is_file()
+    if resume and not has_run:
+        raise UserError(f"--resume: {run_dir} holds no run to resume; drop --resume to start one")
+    if has_run and not (resume or overwrite):
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if resume:
+        _check_resume_config(config, run_dir)
+    return run_dir
+
+
+def make_accelerator(config):
+    from accelerate import Accelerator
+    precision = config.train.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(mixed_precision=precision)
+
+
+def train(config, resume=False, overwrite=False, stop_at=None, log=print):
+    """Train a student as the config says; returns the final evaluation result (None when stopped early)."""
+    from lmdistill.train.loop import Trainer
+    run_dir = _prepare_run_dir(config, resume, overwrite)
+    seed_everything(config.seed)
+    started = time.time()
+    parts = build_parts(config)
+    for split in parts.splits.values():
+        log(f"{split.name}: {split.stats.summary(config.data.max_length)}")
+    accelerator = make_accelerator(config)
+    if overwrite and not resume and accelerator.is_main_process and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        save_config(config, run_dir / "config.yaml")
+    parts.teacher.to(accelerator.device)
+    student_lm, teacher = wrap(parts)
+    trainer = Trainer(parts, student_lm, teacher, accelerator, run_dir, log)
+    if resume:
+        trainer.resume()
+    n_params = sum(p.numel() for p in parts.student.parameters())
+    log(f"student: {n_params / 1e6:.1f}M parameters; teacher: "
+        f"{sum(p.numel() for p in parts.teacher.parameters()) / 1e6:.1f}M; {config.train.steps} steps")
+    train_start = time.time()
+    history = trainer.fit(stop_at)
+    train_seconds = time.time() - train_start
+    if trainer.step < config.train.steps:
+        log(f"stopped at step {trainer.step}; continue with --resume")
+        return None
+    if not accelerator.is_main_process:
+        return None
+    with atomic_dir(run_dir / "student") as tmp:
+        trainer.unwrapped.lm.save_pretrained(tmp, safe_serialization=True)
+        parts.tokenizer.save_pretrained(tmp)
+    result = evaluate(parts, trainer.unwrapped, teacher, config.eval.split, accelerator.device, log)
+    facts = {"steps": config.train.steps, "train loss (first -> last 10 steps)":
+             f"{np.mean(history[:10]):.3f} -> {np.mean(history[-10:]):.3f}" if history else "resumed at the end",
+             "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
+             "peak memory": peak_memory(), "student parameters": f"{n_params / 1e6:.1f}M",
+             "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
+             "command": "lmdistill train (resolved config in config.yaml)"}
+    write_results(run_dir, result, facts, log)
+    return result
+
+
+def write_results(run_dir, result, facts, log=print, json_name="eval.json", report_name="report.md"):
+    atomic_write_json(Path(run_dir) / json_name, {**result, "facts": facts})
+    report = render_report(result, facts)
+    atomic_write_text(Path(run_dir) / report_name, report)
+    log(report)
+
+
+def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
+    """`lmdistill eval`: evaluate a trained run's student (or another student) with the run's config."""
+    from lmdistill.config import apply_overrides
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the run_dir of `lmdistill train`")
+    data = apply_overrides(read_yaml(run_dir / "config.yaml"), overrides)
+    config = build_config(data)
+    split = split or config.eval.split
+    student_path = student or run_dir / "student"
+    if not Path(student_path).exists():
+        raise UserError(f"no student at {student_path}; finish training first or pass --student")
+    started = time.time()
+    parts = build_parts(config, splits=("train", split), student_path=str(student_path))
+    student_lm, teacher = wrap(parts)
+    result = evaluate(parts, student_lm, teacher, split, log=log)
+    facts = {"student": str(student_path), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory()}
+    write_results(run_dir, result, facts, log, f"eval-{split}.json", f"eval-{split}.md")
+    return result

@@ -1,0 +1,145 @@
+"""The training loop: one optimizer step = grad_accum micro-batches, every objective's token-sum
+divided by the global number of response tokens in the step (across micro-batches and processes)."""
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lmdistill.data import IGNORE, BatchOrder, collate
+from lmdistill.eval.teacher_forced import teacher_forced
+from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmdistill.train.logger import MetricsLogger
+from lmdistill.train.schedule import warmup_cosine
+
+
+def labels_of(objectives):
+    """A unique log name per objective: its name, numbered when it appears more than once."""
+    names = [o.name for o in objectives]
+    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+
+
+def make_optimizer(parameters, cfg):
+    """AdamW; no weight decay on vectors (norm weights, biases)."""
+    params = [p for p in parameters if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+class Trainer:
+    def __init__(self, parts, student_lm, teacher, accelerator, run_dir, log=print):
+        self.parts, self.cfg, self.log = parts, parts.config.train, log
+        self.accelerator, self.run_dir = accelerator, Path(run_dir)
+        self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
+        self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
+                                          for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
+        self.teacher = teacher
+        self.teacher_layers = sorted({l for o in self.objectives for l in o.teacher_layers()})
+        self.student_layers = sorted({l for o in self.objectives for l in o.student_layers()})
+        self.needs_teacher = any(o.needs_teacher for o in self.objectives)
+        self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
+        self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
+        self.student, self.extra_p, self.optimizer = accelerator.prepare(student_lm, self.extra, self.optimizer)
+        self.pad = parts.tokenizer.pad_token_id
+        self.order = BatchOrder(len(parts.splits["train"].examples), self.cfg.batch_size, self.cfg.grad_accum,
+                                parts.config.seed, accelerator.num_processes, accelerator.process_index)
+        self.logger = MetricsLogger(self.run_dir, accelerator.is_main_process)
+        self.step = 0
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.student)
+
+    def resume(self):
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        self.step = load_checkpoint(path, self.unwrapped.lm, self.extra, self.optimizer, self.scheduler)
+        self.log(f"resumed from {path} at step {self.step}")
+        return True
+
+    def _micro_batches(self, step):
+        examples = self.parts.splits["train"].examples
+        device = self.accelerator.device
+        return [{k: v.to(device) for k, v in collate([examples[i] for i in idx], self.pad).items()}
+                for idx in self.order.step(step)]
+
+    def train_step(self, step):
+        """One optimizer step; returns per-token component losses, token counts and the grad norm."""
+        acc = self.accelerator
+        micro = self._micro_batches(step)
+        local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+        global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
+        # DDP averages gradients over processes; scaling by world size turns that into a global sum.
+        scale = acc.num_processes / max(global_tokens, 1)
+        sums = defaultdict(float)
+        for k, batch in enumerate(micro):
+            sync = nullcontext() if k == len(micro) - 1 else acc.no_sync(self.student)
+            with sync, acc.autocast():
+                s = self.student(batch["input_ids"], batch["attention_mask"], batch["labels"], self.student_layers)
+                t = self.teacher(batch, self.teacher_layers) if self.needs_teacher else None
+                losses = [o.loss(s, t, batch) for o in self.objectives]
+                total = sum(o.weight * l for o, l in zip(self.objectives, losses)) * scale
+            acc.backward(total)
+            for label, l in zip(self.labels, losses):
+                sums[label] += l.detach().float()
+        grad_norm = None
+        if self.cfg.max_grad_norm:
+            params = list(self.student.parameters()) + list(self.extra_p.parameters())
+            grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        seen = sum(int(b["attention_mask"].sum()) for b in micro)
+        components = {label: acc.reduce(v, "sum").item() / global_tokens for label, v in sums.items()}
+        components["loss"] = sum(o.weight * components[label] for o, label in zip(self.objectives, self.labels))
+        return components, seen * acc.num_processes, grad_norm
+
+    def evaluate_dev(self):
+        dev = self.parts.splits.get("dev")
+        if dev is None:
+            return None
+        return teacher_forced(self.unwrapped, self.teacher, dev.examples[:self.cfg.eval_examples],
+                              self.parts.config.eval.batch_size, self.pad, self.accelerator.device)
+
+    def save(self):
+        if self.accelerator.is_main_process:
+            return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, self.extra, self.optimizer,
+                                   self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints)
+
+    def fit(self, stop_at=None):
+        """Train to train.steps (or stop_at, leaving a checkpoint to --resume from); returns step losses."""
+        cfg, acc = self.cfg, self.accelerator
+        last = min(stop_at or cfg.steps, cfg.steps)
+        self.student.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not acc.is_main_process, dynamic_ncols=True,
+                   mininterval=1.0, desc="train")
+        window_tokens, window_start = 0, time.time()
+        history = []
+        while self.step < last:
+            components, tokens, grad_norm = self.train_step(self.step)
+            self.step += 1
+            window_tokens += tokens
+            history.append(components["loss"])
+            rate = window_tokens / max(time.time() - window_start, 1e-9)
+            bar.set_postfix(loss=f"{components['loss']:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self.logger.log(self.step, "train", {**components, "lr": self.scheduler.get_last_lr()[0],
+                                                     "grad_norm": grad_norm, "tokens_per_s": rate})
+                window_tokens, window_start = 0, time.time()
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                metrics = self.evaluate_dev()
+                if metrics:
+                    self.logger.log(self.step, "dev", metrics)
+                    bar.write(f"step {self.step}: dev CE {metrics['ce']:.3f}"
+                              + (f", KL {metrics['kl']:.3f}" if "kl" in metrics else ""))
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save()
+        bar.close()
+        self.save()
+        self.logger.close()
+        return history

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from lmdistill.models import load_tokenizer
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+WORDS = ["apple", "hammer", "river", "cloud", "chair", "table", "dog", "cat", "book", "stone", "tree", "house",
+         "car", "bread", "milk", "glass", "paper", "wind", "fire", "snow", "lamp", "road", "ship", "coin"]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def word_data(tmp_path_factory):
+    """A small define-the-word dataset with a learnable pattern: {'train','dev','test'} -> path."""
+    root = tmp_path_factory.mktemp("words")
+    records = [{"prompt": f"Define the word: {w}", "response": f"{w} is a common object, like a {w}"} for w in WORDS]
+    splits = {"train": records * 4, "dev": records[:8], "test": records[8:16]}
+    return {name: write_jsonl(root / f"{name}.jsonl", recs) for name, recs in splits.items()}
+
+
+def tiny_config(run_dir, word_data, **sections):
+    """A config dict for a fast real run: SmolLM2 teacher, a 2-layer 64-wide student."""
+    config = {
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "student": {"spec": {"hidden_size": 64, "num_layers": 2, "num_heads": 2}},
+        "data": {"builtin": None, **word_data, "max_length": 64},
+        "train": {"steps": 6, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0, "eval_every": 0, "log_every": 1},
+        "eval": {"max_examples": 4, "generate": False, "batch_size": 4},
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
+    return config

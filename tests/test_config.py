@@ -1,0 +1,90 @@
+import pytest
+
+from lmdistill.config import apply_overrides, build_config, load_config, save_config
+from lmdistill.errors import UserError
+
+
+def test_defaults_are_valid():
+    config = build_config({})
+    assert [o.name for o in config.objectives] == ["ce", "logit_kd"]
+    assert config.teacher.trust_remote_code is False
+
+
+def test_unknown_top_level_key_suggests_nearest():
+    with pytest.raises(UserError, match=r"unknown key 'trian'.*did you mean 'train'"):
+        build_config({"trian": {}})
+
+
+def test_unknown_nested_key_suggests_nearest():
+    with pytest.raises(UserError, match=r"unknown key 'train.learning_rat'") as e:
+        build_config({"train": {"learning_rat": 0.1}})
+    with pytest.raises(UserError, match=r"did you mean 'batch_size'"):
+        build_config({"train": {"batch_sise": 4}})
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_key_inside_student_spec():
+    with pytest.raises(UserError, match=r"student.spec.hiden_size.*did you mean 'hidden_size'"):
+        build_config({"student": {"spec": {"hiden_size": 64}}})
+
+
+def test_unknown_objective_and_objective_param():
+    with pytest.raises(UserError, match=r"unknown objective 'logit_dk'.*did you mean 'logit_kd'"):
+        build_config({"objectives": [{"name": "logit_dk"}]})
+    with pytest.raises(UserError, match=r"objectives\[0\].temprature.*did you mean 'temperature'"):
+        build_config({"objectives": [{"name": "logit_kd", "temprature": 2.0}]})
+
+
+def test_unknown_divergence_is_one_line():
+    with pytest.raises(UserError, match=r"objectives\[0\].divergence") as e:
+        build_config({"objectives": [{"name": "logit_kd", "divergence": "forward_kll"}]})
+    assert "\n" not in str(e.value)
+
+
+def test_wrong_type_and_range():
+    with pytest.raises(UserError, match=r"train.steps"):
+        build_config({"train": {"steps": "many"}})
+    with pytest.raises(UserError, match=r"train.lr"):
+        build_config({"train": {"lr": -1}})
+
+
+def test_student_heads_must_divide_hidden():
+    with pytest.raises(UserError, match=r"not divisible by num_heads 9"):
+        build_config({"student": {"spec": {"hidden_size": 256, "num_heads": 9}}})
+
+
+def test_student_needs_exactly_one_source():
+    with pytest.raises(UserError, match=r"exactly one of student.model"):
+        build_config({"student": {"model": "x", "spec": {}}})
+
+
+def test_overrides_parse_yaml_values_and_reach_lists():
+    data = apply_overrides({}, ["train.steps=7", "train.lr=1e-4", "objectives.1.divergence=reverse_kl",
+                                "eval.generate=false"])
+    config = build_config(data)
+    assert config.train.steps == 7 and config.train.lr == 1e-4 and config.eval.generate is False
+    assert config.objectives[1].divergence == "reverse_kl"
+
+
+def test_override_errors():
+    with pytest.raises(UserError, match="section.key=value"):
+        apply_overrides({}, ["train.steps"])
+    with pytest.raises(UserError, match="unknown key 'train.stepz'"):
+        build_config(apply_overrides({}, ["train.stepz=3"]))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = build_config({"train": {"steps": 11}, "objectives": [{"name": "logit_kd", "divergence": "tvd"}]})
+    save_config(config, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == config
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: [1,\n")
+    with pytest.raises(UserError, match=r"bad.yaml line \d+: invalid YAML"):
+        load_config(bad)

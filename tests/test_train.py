@@ -1,0 +1,92 @@
+"""Real runs: the SmolLM2 teacher distilled into a tiny student for a few steps."""
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmdistill.config import build_config
+from lmdistill.errors import UserError
+from lmdistill.run import train
+from conftest import tiny_config
+
+
+def _weights(run_dir):
+    return load_file(f"{run_dir}/student/model.safetensors")
+
+
+def _train_losses(run_dir):
+    lines = [json.loads(l) for l in open(f"{run_dir}/metrics.jsonl")]
+    return [l for l in lines if l["kind"] == "train"]
+
+
+def test_real_run_learns_and_writes_outputs(tmp_path, word_data):
+    run = tmp_path / "run"
+    config = build_config(tiny_config(run, word_data, train={"steps": 40, "eval_every": 20, "log_every": 1},
+                                      eval={"generate": True, "max_new_tokens": 8}))
+    result = train(config, log=lambda *_: None)
+    losses = [l["loss"] for l in _train_losses(run)]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
+    student = result["metrics"]["student"]
+    assert student["ce"] < math.log(49152) - 2  # far below a uniform guess
+    assert student["kl"] > 0 and result["metrics"]["teacher"]["ce"] > 0
+    assert {"constant", "echo"} <= set(result["metrics"]) and "rougeL" in student
+    for name in ("config.yaml", "metrics.jsonl", "report.md", "eval.json", "student/model.safetensors",
+                 "student/tokenizer.json", "checkpoints/step-000040/trainer.pt"):
+        assert (run / name).exists(), name
+    assert any(json.loads(l)["kind"] == "dev" for l in open(run / "metrics.jsonl"))
+    assert not any(p.name.endswith(".tmp") for p in run.rglob("*"))
+    # components are logged separately and the total is their weighted sum
+    first = _train_losses(run)[0]
+    assert first["loss"] == pytest.approx(0.5 * first["ce"] + 0.5 * first["logit_kd"])
+    # the teacher is never saved: the checkpoint holds only the student's weights
+    saved = load_file(run / "checkpoints/step-000040/student/model.safetensors")
+    assert max(t.shape[-1] for t in saved.values()) <= 64 * 3
+
+
+def test_resume_gives_the_same_weights(tmp_path, word_data):
+    straight = build_config(tiny_config(tmp_path / "a", word_data, train={"steps": 6}))
+    train(straight, log=lambda *_: None)
+    split = build_config(tiny_config(tmp_path / "b", word_data, train={"steps": 6}))
+    assert train(split, stop_at=3, log=lambda *_: None) is None
+    assert (tmp_path / "b/checkpoints/step-000003").is_dir() and not (tmp_path / "b/student").exists()
+    train(split, resume=True, log=lambda *_: None)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [l["loss"] for l in _train_losses(tmp_path / "a")] == [l["loss"] for l in _train_losses(tmp_path / "b")]
+
+
+def test_accumulation_normalises_by_all_response_tokens(tmp_path, word_data):
+    """batch 4 x 2 accumulation steps == batch 8 in one step: the loss is divided by the step's token count."""
+    one = build_config(tiny_config(tmp_path / "one", word_data, train={"steps": 3, "batch_size": 8}))
+    two = build_config(tiny_config(tmp_path / "two", word_data, train={"steps": 3, "batch_size": 4, "grad_accum": 2}))
+    train(one, log=lambda *_: None)
+    train(two, log=lambda *_: None)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    for x, y in zip(_train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+
+
+def test_existing_run_is_not_overwritten_by_accident(tmp_path, word_data):
+    config = build_config(tiny_config(tmp_path / "r", word_data, train={"steps": 1}))
+    train(config, log=lambda *_: None)
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        train(config, log=lambda *_: None)
+    changed = build_config(tiny_config(tmp_path / "r", word_data, train={"steps": 1, "lr": 0.5}))
+    with pytest.raises(UserError, match="cannot resume .*train.lr"):
+        train(changed, resume=True, log=lambda *_: None)
+
+
+def test_impossible_layer_index_is_refused(tmp_path, word_data, monkeypatch):
+    from lmdistill.objectives.ce import CrossEntropy
+    monkeypatch.setattr(CrossEntropy, "student_layers", lambda self: (7,))
+    config = build_config(tiny_config(tmp_path / "r", word_data))
+    with pytest.raises(UserError, match="student layer 7 does not exist"):
+        train(config, log=lambda *_: None)
+    assert not (tmp_path / "r").exists()
