@@ -5,6 +5,16 @@ import torch
 
 from lmdistill import divergences as D
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the tensors here are tiny: intra-op threads only add spin-wait overhead (5-10x on a busy 2-core box)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # -----------------------------------------------------------------------------
 # float64 brute-force references, written plainly over the full [B, L, V] tensors
 

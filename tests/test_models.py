@@ -1,0 +1,73 @@
+"""Student sources and vocabulary checks."""
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from lmdistill.config import build_config
+from lmdistill.errors import UserError
+from lmdistill.layermap import uniform_pairs
+from lmdistill.models.info import describe
+from lmdistill.run import train
+from conftest import tiny_config
+
+
+def _tiny_llama(vocab_size, tokenizer, path):
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _other_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["define the word a common object like"] * 3,
+                            trainers.WordLevelTrainer(special_tokens=["[UNK]", "[EOS]"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", pad_token="[EOS]")
+
+
+def test_padded_embedding_rows_of_the_same_tokenizer_are_handled(tmp_path, word_data, tokenizer):
+    student = _tiny_llama(len(tokenizer) + 64, tokenizer, tmp_path / "padded")
+    config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None},
+                                      train={"steps": 2}))
+    result = train(config, log=lambda *_: None)
+    assert result["metrics"]["student"]["kl"] > 0
+
+
+def test_different_tokenizers_are_refused_before_any_output(tmp_path, word_data):
+    student = _tiny_llama(100, _other_tokenizer(), tmp_path / "other")
+    config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None}))
+    with pytest.raises(UserError, match="tokenizers differ"):
+        train(config, log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_too_few_output_rows_are_refused(tmp_path, word_data, tokenizer):
+    student = _tiny_llama(len(tokenizer) - 10, tokenizer, tmp_path / "small")
+    config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None}))
+    with pytest.raises(UserError, match="output rows but its tokenizer has 49152"):
+        train(config, log=lambda *_: None)
+
+
+def test_missing_model_paths_are_clear(tmp_path, word_data):
+    for name, message in [(str(tmp_path / "nope"), "model directory not found"),
+                          (str(tmp_path / "nope.gguf"), "model file not found")]:
+        config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": name, "spec": None}))
+        with pytest.raises(UserError, match=message):
+            train(config, log=lambda *_: None)
+
+
+def test_describe_builtin_teacher():
+    info = describe("smollm2-135m-instruct")
+    assert (info["hidden_size"], info["layers"], info["vocab_size"], info["attention_heads"]) == (576, 30, 49152, 9)
+    assert info["parameters"] == "134.5M"
+
+
+def test_uniform_layer_map_matches_distillens_reference():
+    assert uniform_pairs(48, 12, 5) == [(8, 2), (16, 4), (24, 6), (32, 8), (40, 10)]
+    assert uniform_pairs(30, 6, 5) == [(5, 1), (10, 2), (15, 3), (20, 4), (25, 5)]
+    assert uniform_pairs(30, 2, 5) == [(15, 1)]  # never more pairs than inner student layers
