@@ -88,3 +88,10 @@ def test_config_file_errors(tmp_path):
     bad.write_text("train:\n  steps: [1,\n")
     with pytest.raises(UserError, match=r"bad.yaml line \d+: invalid YAML"):
         load_config(bad)
+
+
+def test_divergence_params_are_checked():
+    config = build_config({"objectives": [{"name": "logit_kd", "divergence": "generalized_jsd", "params": {"beta": 0.3}}]})
+    assert config.objectives[0].params == {"beta": 0.3}
+    with pytest.raises(UserError, match=r"generalized_jsd has no parameter 'alpha'; its parameters: \['beta'\]"):
+        build_config({"objectives": [{"name": "logit_kd", "divergence": "generalized_jsd", "params": {"alpha": 0.3}}]})

@@ -89,3 +89,28 @@ def test_batch_order_is_deterministic_and_covers_each_epoch():
     assert ranks[0] + ranks[1] == BatchOrder(20, 4, seed=3).micro_batch(1)
     with pytest.raises(UserError, match="fewer than one batch"):
         BatchOrder(3, 4)
+
+
+@pytest.mark.parametrize("name, task", [("define-word", "generation"), ("spam", "classification"),
+                                        ("email-subject", "generation")])
+def test_builtin_datasets_encode(tokenizer, name, task):
+    from lmdistill.data import load_split, task_kind
+    cfg = DataConfig(builtin=name, max_length=256)
+    split = load_split(cfg, "dev", tokenizer, limit=50)
+    assert len(split.examples) + split.stats.dropped == 50
+    assert all(len(e.input_ids) > e.n_prompt for e in split.examples)
+    assert task_kind(cfg, split.records) == task
+
+
+def test_unknown_builtin_dataset(tokenizer):
+    from lmdistill.data import load_split
+    with pytest.raises(UserError, match="unknown built-in dataset 'define-words'.*did you mean 'define-word'"):
+        load_split(DataConfig(builtin="define-words"), "train", tokenizer)
+
+
+def test_auto_task_detects_label_sets():
+    from lmdistill.data import task_kind
+    cfg = DataConfig(builtin=None, train="x")
+    labels = [{"prompt": str(i), "response": ["yes", "no"][i % 2]} for i in range(20)]
+    free = [{"prompt": str(i), "response": f"text {i}"} for i in range(20)]
+    assert task_kind(cfg, labels) == "classification" and task_kind(cfg, free) == "generation"

@@ -99,6 +99,14 @@ def test_existing_run_is_not_overwritten_by_accident(tmp_path, word_data):
         train(changed, resume=True, log=lambda *_: None)
 
 
+def test_teacher_is_frozen_and_in_eval_mode(word_data, tmp_path):
+    from lmdistill.build import build_parts
+    parts = build_parts(build_config(tiny_config(tmp_path, word_data)), splits=("train",))
+    assert not parts.teacher.training
+    assert not any(p.requires_grad for p in parts.teacher.parameters())
+    assert all(p.requires_grad for p in parts.student.parameters())
+
+
 def test_impossible_layer_index_is_refused(tmp_path, word_data, monkeypatch):
     from lmdistill.objectives.ce import CrossEntropy
     monkeypatch.setattr(CrossEntropy, "student_layers", lambda self: (7,))

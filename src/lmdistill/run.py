@@ -2,7 +2,9 @@
 import json
 import random
 import resource
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +36,12 @@ def peak_memory():
     if torch.cuda.is_available():
         text += f", {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU"
     return text
+
+
+def command_line():
+    """The command that is running, to be written beside its results."""
+    return shlex.join(["lmdistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmdistill" \
+        else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def _flatten(d, prefix=""):
@@ -115,7 +123,7 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
              "peak memory": peak_memory(), "student parameters": f"{n_params / 1e6:.1f}M",
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
-             "command": "lmdistill train (resolved config in config.yaml)"}
+             "command": command_line()}
     write_results(run_dir, result, facts, log)
     return result
 
@@ -143,6 +151,6 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     parts = build_parts(config, splits=("train", split), student_path=str(student_path))
     student_lm, teacher = wrap(parts)
     result = evaluate(parts, student_lm, teacher, split, log=log)
-    facts = {"student": str(student_path), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory()}
+    facts = {"student": str(student_path), "command": command_line(), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory()}
     write_results(run_dir, result, facts, log, f"eval-{split}.json", f"eval-{split}.md")
     return result

@@ -1,6 +1,6 @@
 """A short Markdown report of a run: metrics table, run facts, a few sample generations."""
 
-COLUMNS = [("ce", "CE (nats/token)", "{:.3f}"), ("kl", "KL(T||S)", "{:.3f}"),
+COLUMNS = [("ce", "CE (nats/token)", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"),
            ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "accuracy %", "{:.1f}")]
 
 

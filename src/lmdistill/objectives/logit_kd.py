@@ -1,6 +1,7 @@
+import inspect
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmdistill import divergences
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
@@ -19,6 +20,15 @@ class LogitKDParams(ObjectiveParams):
     def _known(cls, name):
         divergences.get_divergence(name)
         return name
+
+    @model_validator(mode="after")
+    def _divergence_params(self):
+        signature = inspect.signature(divergences.get_divergence(self.divergence)).parameters
+        allowed = [n for n, p in signature.items() if p.kind == p.KEYWORD_ONLY and n not in ("chunk_size", "reduction")]
+        for key in self.params:
+            if key not in allowed:
+                raise ValueError(f"{self.divergence} has no parameter '{key}'; its parameters: {allowed or 'none'}")
+        return self
 
 
 @register

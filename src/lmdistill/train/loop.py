@@ -137,6 +137,7 @@ class Trainer:
                     self.logger.log(self.step, "dev", metrics)
                     bar.write(f"step {self.step}: dev CE {metrics['ce']:.3f}"
                               + (f", KL {metrics['kl']:.3f}" if "kl" in metrics else ""))
+                window_tokens, window_start = 0, time.time()  # tokens/s counts training time only
             if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save()
         bar.close()
