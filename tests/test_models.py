@@ -71,3 +71,15 @@ def test_uniform_layer_map_matches_distillens_reference():
     assert uniform_pairs(48, 12, 5) == [(8, 2), (16, 4), (24, 6), (32, 8), (40, 10)]
     assert uniform_pairs(30, 6, 5) == [(5, 1), (10, 2), (15, 3), (20, 4), (25, 5)]
     assert uniform_pairs(30, 2, 5) == [(15, 1)]  # never more pairs than inner student layers
+
+
+def test_gguf_file_loads_the_same_model_as_the_builtin_copy():
+    from lmdistill.models import load_model
+    from lmdistill.models.builtin import gguf_path
+    path = str(gguf_path("smollm2-135m-instruct"))
+    assert describe(path)["hidden_size"] == 576
+    ids = torch.tensor([[1, 422, 3156, 314, 4493, 28]])
+    with torch.no_grad():
+        from_gguf = load_model(path)(ids).logits
+        from_cache = load_model("smollm2-135m-instruct")(ids).logits
+    torch.testing.assert_close(from_gguf, from_cache)

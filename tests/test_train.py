@@ -114,3 +114,14 @@ def test_impossible_layer_index_is_refused(tmp_path, word_data, monkeypatch):
     with pytest.raises(UserError, match="student layer 7 does not exist"):
         train(config, log=lambda *_: None)
     assert not (tmp_path / "r").exists()
+
+
+def test_overwrite_removes_only_lmdistill_outputs(tmp_path, word_data):
+    run = tmp_path / "r"
+    config = build_config(tiny_config(run, word_data, train={"steps": 1}))
+    train(config, log=lambda *_: None)
+    (run / "notes.txt").write_text("mine")
+    (run / "checkpoints" / "step-000099").mkdir()
+    train(config, overwrite=True, log=lambda *_: None)
+    assert (run / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]

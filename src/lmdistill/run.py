@@ -23,6 +23,21 @@ from lmdistill.io import atomic_dir, atomic_write_json, atomic_write_text
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.save_every", "train.log_every", "eval.")
 
 
+# What a run writes; --overwrite removes these and nothing else, so a run_dir that also holds a user's
+# own files (or was mistyped as one) loses nothing but lmdistill outputs.
+OUTPUTS = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "student", "report.md", "eval.json",
+           "eval-dev.json", "eval-dev.md", "eval-test.json", "eval-test.md")
+
+
+def remove_outputs(run_dir):
+    for name in OUTPUTS:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -93,8 +108,8 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     for split in parts.splits.values():
         log(f"{split.name}: {split.stats.summary(config.data.max_length)}")
     accelerator = make_accelerator(config)
-    if overwrite and not resume and accelerator.is_main_process and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if overwrite and not resume and accelerator.is_main_process:
+        remove_outputs(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
         save_config(config, run_dir / "config.yaml")
