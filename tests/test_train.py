@@ -125,3 +125,43 @@ def test_overwrite_removes_only_lmdistill_outputs(tmp_path, word_data):
     train(config, overwrite=True, log=lambda *_: None)
     assert (run / "notes.txt").read_text() == "mine"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]
+
+
+def test_objective_parameters_are_trained_saved_beside_the_student_and_resumed(tmp_path, word_data, monkeypatch):
+    """A projector-like objective: its weights are in the optimizer, in their own checkpoint file, never in
+    the student, and restored on resume."""
+    from typing import Literal
+
+    from lmdistill.objectives.base import OBJECTIVES, Objective, ObjectiveParams
+
+    class ProbeParams(ObjectiveParams):
+        name: Literal["probe"] = "probe"
+
+    class Probe(Objective):
+        name, Params, needs_teacher = "probe", ProbeParams, False
+
+        def __init__(self, params, context):
+            super().__init__(params, context)
+            torch.manual_seed(0)
+            self.proj = torch.nn.Linear(1, 1)
+
+        def trainable_modules(self):
+            return [self.proj]
+
+        def loss(self, student, teacher, batch):
+            return ((self.proj(torch.ones(1, 1)) - 3.0) ** 2).sum() * len(student.targets)
+
+    monkeypatch.setitem(OBJECTIVES, "probe", Probe)
+    objectives = [{"name": "ce"}, {"name": "probe"}]
+    straight = build_config(tiny_config(tmp_path / "a", word_data, objectives=objectives))
+    train(straight, log=lambda *_: None)
+    probe = load_file(tmp_path / "a/checkpoints/step-000006/objective-probe.safetensors")
+    torch.manual_seed(0)
+    initial = torch.nn.Linear(1, 1)
+    assert set(probe) == {"0.weight", "0.bias"} and probe["0.bias"].item() != initial.bias.item()  # it trained
+    assert all(k.startswith(("model.", "lm_head.")) for k in _weights(tmp_path / "a"))
+    split = build_config(tiny_config(tmp_path / "b", word_data, objectives=objectives))
+    train(split, stop_at=3, log=lambda *_: None)
+    train(split, resume=True, log=lambda *_: None)
+    again = load_file(tmp_path / "b/checkpoints/step-000006/objective-probe.safetensors")
+    assert all(torch.equal(probe[k], again[k]) for k in probe)

@@ -42,7 +42,9 @@ class Trainer:
         self.needs_teacher = any(o.needs_teacher for o in self.objectives)
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
-        self.student, self.extra_p, self.optimizer = accelerator.prepare(student_lm, self.extra, self.optimizer)
+        self.student, self.optimizer = accelerator.prepare(student_lm, self.optimizer)
+        if len(self.extra):
+            self.extra = accelerator.prepare(self.extra)
         self.pad = parts.tokenizer.pad_token_id
         self.order = BatchOrder(len(parts.splits["train"].examples), self.cfg.batch_size, self.cfg.grad_accum,
                                 parts.config.seed, accelerator.num_processes, accelerator.process_index)
@@ -57,7 +59,8 @@ class Trainer:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return False
-        self.step = load_checkpoint(path, self.unwrapped.lm, self.extra, self.optimizer, self.scheduler)
+        extra = self.accelerator.unwrap_model(self.extra)
+        self.step = load_checkpoint(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
@@ -88,7 +91,7 @@ class Trainer:
                 sums[label] += l.detach().float()
         grad_norm = None
         if self.cfg.max_grad_norm:
-            params = list(self.student.parameters()) + list(self.extra_p.parameters())
+            params = list(self.student.parameters()) + list(self.extra.parameters())
             grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
@@ -107,7 +110,8 @@ class Trainer:
 
     def save(self):
         if self.accelerator.is_main_process:
-            return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, self.extra, self.optimizer,
+            extra = self.accelerator.unwrap_model(self.extra)
+            return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, extra, self.optimizer,
                                    self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints)
 
     def fit(self, stop_at=None):
