@@ -165,3 +165,24 @@ def test_objective_parameters_are_trained_saved_beside_the_student_and_resumed(t
     train(split, resume=True, log=lambda *_: None)
     again = load_file(tmp_path / "b/checkpoints/step-000006/objective-probe.safetensors")
     assert all(torch.equal(probe[k], again[k]) for k in probe)
+
+
+def test_sampled_evaluation_over_seeds_and_classification_accuracy(tmp_path, word_data):
+    from lmdistill.build import build_parts, wrap
+    from lmdistill.eval.generation import generate
+    from lmdistill.eval.run import evaluate
+    labels = {k: v for k, v in word_data.items()}
+    config = build_config(tiny_config(tmp_path, labels, data={"task": "classification"},
+                                      eval={"generate": True, "do_sample": True, "seeds": [0, 1, 2],
+                                            "max_new_tokens": 4, "max_examples": 4}))
+    parts = build_parts(config, splits=("train", "test"))
+    student, teacher = wrap(parts)
+    result = evaluate(parts, student, teacher, "test", log=lambda *_: None)
+    rows = result["metrics"]
+    assert {"rougeL", "rougeL_std", "accuracy", "accuracy_std"} <= set(rows["student"])
+    assert "accuracy" in rows["constant"] and "accuracy" in rows["teacher"]
+    prompts = [[1, 2, 3], [4, 5]]
+    sample = lambda seed: generate(parts.teacher, parts.tokenizer, prompts, 6, 2, do_sample=True, seed=seed)
+    assert sample(5) == sample(5)
+    greedy = generate(parts.teacher, parts.tokenizer, prompts, 6, 1)
+    assert greedy == generate(parts.teacher, parts.tokenizer, prompts, 6, 2)  # left padding changes nothing
