@@ -55,8 +55,8 @@ def peak_memory():
 
 def command_line():
     """The command that is running, to be written beside its results."""
-    return shlex.join(["lmdistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmdistill" \
-        else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    program = {"lmdistill": "lmdistill", "__main__.py": "python -m lmdistill"}.get(Path(sys.argv[0]).name, sys.argv[0])
+    return " ".join([program, shlex.join(sys.argv[1:])])
 
 
 def _flatten(d, prefix=""):
@@ -95,24 +95,29 @@ def make_accelerator(config):
     precision = config.train.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=precision)
+    # cpu=True on a machine without CUDA lets several launched processes find each other over gloo.
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
 
 
 def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     """Train a student as the config says; returns the final evaluation result (None when stopped early)."""
     from lmdistill.train.loop import Trainer
+    accelerator = make_accelerator(config)
+    if not accelerator.is_main_process:
+        log = lambda *_: None  # noqa: E731
     run_dir = _prepare_run_dir(config, resume, overwrite)
     seed_everything(config.seed)
     started = time.time()
     parts = build_parts(config)
     for split in parts.splits.values():
         log(f"{split.name}: {split.stats.summary(config.data.max_length)}")
-    accelerator = make_accelerator(config)
-    if overwrite and not resume and accelerator.is_main_process:
-        remove_outputs(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()  # every process has checked run_dir before the main one writes to it
     if accelerator.is_main_process:
+        if overwrite and not resume:
+            remove_outputs(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
     parts.teacher.to(accelerator.device)
     student_lm, teacher = wrap(parts)
     trainer = Trainer(parts, student_lm, teacher, accelerator, run_dir, log)

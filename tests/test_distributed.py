@@ -1,0 +1,33 @@
+"""Two CPU processes (torchrun, gloo) train exactly like one process with the same global batch."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lmdistill.config import build_config
+from lmdistill.run import train
+from conftest import tiny_config
+
+
+def test_two_processes_equal_one(tmp_path, word_data):
+    single = tiny_config(tmp_path / "one", word_data, train={"steps": 4, "batch_size": 4, "grad_accum": 2})
+    train(build_config(single), log=lambda *_: None)
+    double = tiny_config(tmp_path / "two", word_data, train={"steps": 4, "batch_size": 2, "grad_accum": 2})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(double))
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "lmdistill", "train", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = load_file(tmp_path / "one/student/model.safetensors"), load_file(tmp_path / "two/student/model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+    losses = [[json.loads(l)["loss"] for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l]
+              for run in ("one", "two")]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=1e-5)
