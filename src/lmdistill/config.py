@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from lmdistill.errors import UserError, did_you_mean
+from lmdistill.io import atomic_write_text
 from lmdistill.objectives import ObjectiveParams, objective_params_class
 
 
@@ -248,5 +249,4 @@ def load_config(path=None, overrides=()) -> Config:
 
 
 def save_config(config: Config, path):
-    from lmdistill.io import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

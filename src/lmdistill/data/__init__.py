@@ -3,10 +3,10 @@ from dataclasses import dataclass
 
 from lmdistill.data.batches import IGNORE, BatchOrder, collate
 from lmdistill.data.builtin import builtin_split, builtin_task
-from lmdistill.data.encode import EncodeStats, Example, encode, prompt_ids
+from lmdistill.data.encode import EncodeStats, Example, encode
 from lmdistill.data.jsonl import read_records
 
-__all__ = ["IGNORE", "BatchOrder", "collate", "Example", "EncodeStats", "encode", "prompt_ids", "read_records",
+__all__ = ["IGNORE", "BatchOrder", "collate", "Example", "EncodeStats", "encode", "read_records",
            "split_path", "load_split", "task_kind"]
 
 

@@ -45,12 +45,6 @@ def render(tokenizer, prompt, response, cfg):
     return prompt_text, full[len(prompt_text):].rstrip()
 
 
-def prompt_ids(tokenizer, prompts, cfg):
-    """Token ids of the rendered prompts alone (for generation)."""
-    texts = [render(tokenizer, p, "", cfg)[0] for p in prompts]
-    return tokenizer(texts, add_special_tokens=not uses_chat_template(tokenizer, cfg))["input_ids"]
-
-
 def encode(records, tokenizer, cfg):
     """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported."""
     rendered = [render(tokenizer, r["prompt"], r["response"], cfg) for r in records]

@@ -2,16 +2,14 @@
 import statistics
 import time
 
-from lmdistill.data import prompt_ids
 from lmdistill.eval.generation import generate
 from lmdistill.eval.scores import baselines, score
 from lmdistill.eval.teacher_forced import teacher_forced
 
 
-def _generated_scores(model, parts, split, prompts, device):
+def _generated_scores(model, parts, prompts, references, device):
     """Scores of one model's generations: one pass per seed when sampling, mean and std over seeds."""
     ev = parts.config.eval
-    references = [r["response"] for r in split.records]
     seeds = ev.seeds if ev.do_sample else ev.seeds[:1]
     runs, first = [], None
     for seed in seeds:
@@ -29,8 +27,10 @@ def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
     """Metrics dict for the student, teacher and baselines on `split_name` (limited to eval.max_examples)."""
     ev = parts.config.eval
     split = parts.splits[split_name]
-    records, examples = split.records[:ev.max_examples], split.examples[:ev.max_examples]
-    split = type(split)(split.name, records, examples, split.stats)
+    # Examples, not raw records: teacher-forced metrics and generations then cover the same examples
+    # (records whose prompt did not fit max_length were dropped from both).
+    examples = split.examples[:ev.max_examples]
+    references = [e.response for e in examples]
     pad = parts.tokenizer.pad_token_id
     started = time.time()
     forced = teacher_forced(student_lm, teacher if ev.teacher else None, examples, ev.batch_size, pad, device)
@@ -40,20 +40,19 @@ def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
         rows["teacher"] = {"ce": forced["teacher_ce"]}
     samples = []
     if ev.generate:
-        prompts = prompt_ids(parts.tokenizer, [r["prompt"] for r in records], parts.config.data)
+        prompts = [e.input_ids[:e.n_prompt] for e in examples]
         log(f"generating {len(prompts)} answers with the student" + (" and the teacher" if ev.teacher else ""))
-        student_scores, student_out = _generated_scores(student_lm.lm, parts, split, prompts, device)
+        student_scores, student_out = _generated_scores(student_lm.lm, parts, prompts, references, device)
         rows["student"].update(student_scores)
-        teacher_out = [""] * len(records)
+        teacher_out = [""] * len(examples)
         if ev.teacher:
-            teacher_scores, teacher_out = _generated_scores(teacher.model.lm, parts, split, prompts, device)
+            teacher_scores, teacher_out = _generated_scores(teacher.model.lm, parts, prompts, references, device)
             rows["teacher"].update(teacher_scores)
         train_responses = [r["response"] for r in parts.splits["train"].records] if "train" in parts.splits else []
-        references = [r["response"] for r in records]
-        for name, (predictions, _) in baselines(train_responses, [r["prompt"] for r in records], references,
+        for name, (predictions, _) in baselines(train_responses, [e.prompt for e in examples], references,
                                                 parts.task).items():
             rows[name] = score(predictions, references, parts.task)
-        samples = [{"prompt": r["prompt"], "reference": r["response"], "student": s, "teacher": t}
-                   for r, s, t in list(zip(records, student_out, teacher_out))[:5]]
-    return {"split": split_name, "examples": len(records), "response_tokens": forced["tokens"], "task": parts.task,
+        samples = [{"prompt": e.prompt, "reference": e.response, "student": s, "teacher": t}
+                   for e, s, t in list(zip(examples, student_out, teacher_out))[:5]]
+    return {"split": split_name, "examples": len(examples), "response_tokens": forced["tokens"], "task": parts.task,
             "metrics": rows, "samples": samples, "seconds": round(time.time() - started, 1)}
