@@ -34,6 +34,8 @@ class Trainer:
         self.parts, self.cfg, self.log = parts, parts.config.train, log
         self.accelerator, self.run_dir = accelerator, Path(run_dir)
         self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
+        for objective in self.objectives:
+            objective.prepare(parts.teacher, parts.splits["train"].examples, parts.tokenizer.pad_token_id, log)
         self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
                                           for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
         self.teacher = teacher

@@ -1,0 +1,107 @@
+"""Selectors map teacher features [N, d_T] to the student's width k, with no trainable parameter.
+
+- flexkd: the top-k teacher coordinates by a gradient score (Flex-KD): how much the task loss depends on
+  each hidden dimension, from g = dL/dh over calibration response tokens.
+- functional: the top-k eigenvectors of the gradient second moment E[g g^T] (rotation-invariant Flex-KD).
+- pca: the top-k principal directions of the teacher's activations (control: variance, not function).
+- random: k coordinates drawn with a seed (control).
+A selection is either coordinate indices or an orthonormal basis [d_T, k]; `apply` maps features with it.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SCORES = ("abs_grad", "sq_grad", "grad_x_act")
+
+
+@dataclass
+class Selection:
+    indices: torch.Tensor | None = None   # [k] teacher coordinates, in student order
+    basis: torch.Tensor | None = None     # [d_T, k] orthonormal columns
+    scores: torch.Tensor | None = None    # per-coordinate scores (flexkd) or eigenvalues (functional, pca)
+
+    def to(self, device):
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return Selection(move(self.indices), move(self.basis), self.scores)
+
+    def apply(self, teacher_features):
+        if self.indices is not None:
+            return teacher_features[..., self.indices]
+        return teacher_features.float() @ self.basis
+
+
+def coordinate_scores(grads, acts, kind="abs_grad"):
+    """Per-dimension score averaged over positions: mean |g|, mean g^2, or mean |g * h|."""
+    grads, acts = grads.double(), acts.double()
+    if kind == "abs_grad":
+        return grads.abs().mean(0)
+    if kind == "sq_grad":
+        return grads.pow(2).mean(0)
+    if kind == "grad_x_act":
+        return (grads * acts).abs().mean(0)
+    raise ValueError(f"unknown score '{kind}'; choose from {', '.join(SCORES)}")
+
+
+def flexkd(grads, acts, k, kind="abs_grad", pairing="index"):
+    """Top-k coordinates by score. pairing 'index' keeps them in coordinate order; 'rank' puts the
+    highest-scoring coordinate first (student dimension 0)."""
+    scores = coordinate_scores(grads, acts, kind)
+    top = torch.topk(scores, k).indices
+    return Selection(indices=top.sort().values if pairing == "index" else top, scores=scores)
+
+
+def _top_eigenvectors(matrix, k):
+    values, vectors = torch.linalg.eigh(matrix)          # ascending
+    order = torch.argsort(values, descending=True)
+    return values[order].clamp_min(0), vectors[:, order[:k]]
+
+
+def functional(grads, k):
+    """Top-k eigenvectors of E[g g^T]; `scores` holds the whole spectrum, largest first."""
+    g = grads.double()
+    values, vectors = _top_eigenvectors(g.T @ g / len(g), k)
+    return Selection(basis=vectors.float(), scores=values)
+
+
+def pca(acts, k):
+    """Top-k principal directions of the centred activations."""
+    x = acts.double() - acts.double().mean(0)
+    values, vectors = _top_eigenvectors(x.T @ x / len(x), k)
+    return Selection(basis=vectors.float(), scores=values)
+
+
+def random_coordinates(d, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Selection(indices=torch.randperm(d, generator=g)[:k].sort().values)
+
+
+def effective_dimension(spectrum, energy=0.9):
+    """Smallest k whose top-k eigenvalues hold `energy` of the total."""
+    values = torch.sort(spectrum.double(), descending=True).values
+    cumulative = torch.cumsum(values, 0) / values.sum()
+    return int(torch.searchsorted(cumulative, torch.tensor(energy, dtype=cumulative.dtype)).item()) + 1
+
+
+def teacher_gradients(model, batches, layers):
+    """{layer: (g, h)} at response positions: h = hidden_states[layer] of the teacher and
+    g = d(response NLL sum)/dh, for each requested hidden_states index.
+
+    The embeddings are made to require grad so every hidden state is part of the graph while the
+    teacher's weights stay frozen.
+    """
+    found = {layer: ([], []) for layer in layers}
+    for batch in batches:
+        embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_()
+        with torch.enable_grad():
+            out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True,
+                        use_cache=False)
+            targets = batch["labels"][:, 1:]
+            where = targets != -100
+            nll = F.cross_entropy(out.logits[:, :-1][where].float(), targets[where], reduction="sum")
+            hidden = [out.hidden_states[layer] for layer in layers]
+            grads = torch.autograd.grad(nll, hidden)
+        for layer, h, g in zip(layers, hidden, grads):
+            found[layer][0].append(g[:, :-1][where].detach())
+            found[layer][1].append(h[:, :-1][where].detach())
+    return {layer: (torch.cat(g), torch.cat(h)) for layer, (g, h) in found.items()}

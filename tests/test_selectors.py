@@ -1,0 +1,102 @@
+"""Selectors recover the coordinates a model's output depends on; gradient scores match finite differences."""
+import torch
+import torch.nn.functional as F
+
+from lmdistill.features import selectors
+
+D, K = 32, 4
+KNOWN = torch.tensor([3, 11, 17, 29])
+
+
+def synthetic_gradients(n=400, seed=0):
+    """A 'teacher' whose loss depends only on hidden coordinates KNOWN, through a full-rank map:
+    L = sum_i ||W h_i[KNOWN] - y_i||^2. The other coordinates have LARGER activations, so variance (PCA)
+    points the wrong way."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, D, generator=g)
+    h[:, [i for i in range(D) if i not in KNOWN]] *= 5.0
+    h.requires_grad_()
+    w = torch.randn(K, K, generator=g) + 2 * torch.eye(K)
+    y = torch.randn(n, K, generator=g)
+    loss = ((h[:, KNOWN] @ w.T - y) ** 2).sum()
+    (grads,) = torch.autograd.grad(loss, h)
+    return grads, h.detach()
+
+
+def test_flexkd_scores_recover_the_known_coordinates():
+    grads, acts = synthetic_gradients()
+    for kind in selectors.SCORES:
+        chosen = selectors.flexkd(grads, acts, K, kind).indices
+        assert chosen.tolist() == KNOWN.tolist(), kind
+    ranked = selectors.flexkd(grads, acts, K, pairing="rank")
+    assert set(ranked.indices.tolist()) == set(KNOWN.tolist())
+    assert (ranked.scores[ranked.indices].diff() <= 0).all()  # highest score first
+
+
+def test_functional_basis_spans_the_known_coordinates_and_is_orthonormal():
+    grads, _ = synthetic_gradients()
+    selection = selectors.functional(grads, K)
+    basis = selection.basis.double()
+    torch.testing.assert_close(basis.T @ basis, torch.eye(K, dtype=torch.float64), atol=1e-5, rtol=0)
+    inside = basis[KNOWN].pow(2).sum()  # energy of the basis inside the known coordinates
+    assert inside > K - 1e-4
+    assert selectors.effective_dimension(selection.scores, 0.99) <= K
+
+
+def test_controls_do_not_recover_them():
+    grads, acts = synthetic_gradients()
+    assert set(selectors.random_coordinates(D, K, seed=0).indices.tolist()) != set(KNOWN.tolist())
+    assert selectors.pca(acts, K).basis.double()[KNOWN].pow(2).sum() < 1.0
+    assert selectors.random_coordinates(D, K, seed=0).indices.equal(selectors.random_coordinates(D, K, seed=0).indices)
+
+
+def test_selection_apply_shapes():
+    t = torch.randn(7, D)
+    assert selectors.Selection(indices=KNOWN).apply(t).equal(t[:, KNOWN])
+    grads, _ = synthetic_gradients()
+    assert selectors.functional(grads, K).apply(t).shape == (7, K)
+
+
+def test_effective_dimension():
+    spectrum = torch.tensor([5.0, 3.0, 1.0, 0.5, 0.5])
+    assert selectors.effective_dimension(spectrum, 0.5) == 1
+    assert selectors.effective_dimension(spectrum, 0.8) == 2
+    assert selectors.effective_dimension(spectrum, 0.9) == 3
+    assert selectors.effective_dimension(spectrum, 1.0) == 5
+
+
+def test_teacher_gradients_match_finite_differences():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                         num_attention_heads=2, num_key_value_heads=2)
+    model = LlamaForCausalLM(config).double().eval().requires_grad_(False)
+    ids = torch.randint(0, 50, (2, 6))
+    labels = ids.clone()
+    labels[:, :2] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    layer = 2
+    grads, acts = selectors.teacher_gradients(model, [batch], [layer])[layer]
+    assert grads.shape == acts.shape == (2 * 4, 16)  # response positions: 4 per row predict a label
+
+    def nll_with(delta):
+        """The response NLL with `delta` added to the output of decoder layer layer-1 (= hidden_states[layer])."""
+        def hook(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden + delta
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        handle = model.model.layers[layer - 1].register_forward_hook(hook)
+        try:
+            logits = model(input_ids=ids).logits[:, :-1]
+        finally:
+            handle.remove()
+        where = labels[:, 1:] != -100
+        return F.cross_entropy(logits[where], labels[:, 1:][where], reduction="sum")
+
+    eps = 1e-3  # RMSNorm computes in float32 even in a float64 model, so a tiny step drowns in rounding
+    # response position 0 of row 0 is sequence position 1 (it predicts token 2)
+    for dim in (0, 5, 11):
+        delta = torch.zeros(2, 6, 16, dtype=torch.float64)
+        delta[0, 1, dim] = eps
+        numeric = (nll_with(delta) - nll_with(-delta)) / (2 * eps)
+        assert abs(numeric.item() - grads[0, dim].item()) < 1e-4 * max(1.0, abs(numeric.item()))
