@@ -95,3 +95,13 @@ def test_divergence_params_are_checked():
     assert config.objectives[0].params == {"beta": 0.3}
     with pytest.raises(UserError, match=r"generalized_jsd has no parameter 'alpha'; its parameters: \['beta'\]"):
         build_config({"objectives": [{"name": "logit_kd", "divergence": "generalized_jsd", "params": {"alpha": 0.3}}]})
+
+
+def test_objective_presets_expand():
+    config = build_config({"objectives": "flexkd+kd"})
+    assert [o.name for o in config.objectives] == ["ce", "logit_kd", "feature"]
+    assert config.objectives[2].selector == "flexkd" and config.objectives[2].metric == "pearson"
+    assert build_config({"objectives": "projection"}).objectives[1].selector == "projection"
+    assert build_config({"objectives": "cka"}).objectives[1].metric == "cka"
+    with pytest.raises(UserError, match="unknown objectives preset 'flexdk'.*did you mean 'flexkd'"):
+        build_config({"objectives": "flexdk"})

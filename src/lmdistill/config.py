@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from lmdistill.errors import UserError, did_you_mean
 from lmdistill.io import atomic_write_text
 from lmdistill.objectives import ObjectiveParams, objective_params_class
+from lmdistill.objectives.presets import expand_preset
 
 
 class Strict(BaseModel):
@@ -125,8 +126,10 @@ class Config(Strict):
     @field_validator("objectives", mode="before")
     @classmethod
     def _build_objectives(cls, value):
+        if isinstance(value, str):
+            value = expand_preset(value)
         if not isinstance(value, list):
-            raise ValueError("objectives must be a list of {name, weight, ...} entries")
+            raise ValueError("objectives must be a preset name or a list of {name, weight, ...} entries")
         built = []
         for i, entry in enumerate(value):
             if isinstance(entry, ObjectiveParams):
