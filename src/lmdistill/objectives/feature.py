@@ -10,6 +10,7 @@ student's width d_S by a selector, then compared with the student's hidden state
 The default (flexkd + pearson) is Flex-KD's parameter-free, correlation-based feature loss.
 """
 import time
+from functools import partial
 from typing import Literal
 
 import torch
@@ -67,12 +68,15 @@ class FeatureKD(Objective):
             raise UserError(f"selector {params.selector} keeps d_S={self.d_student} of the teacher's "
                             f"d_T={self.d_teacher} dimensions; the student must not be wider (use projection)")
         self.metric = METRICS[params.metric]
+        if params.metric == "cross_correlation":
+            self.metric = partial(self.metric, off_diagonal=params.off_diagonal)
         self.selections = {}
         self.projections = torch.nn.ModuleList()
         if params.selector == "projection":
-            torch.manual_seed(params.seed)
-            self.projections = torch.nn.ModuleList(torch.nn.Linear(self.d_student, self.d_teacher, bias=False)
-                                                   for _ in self.pairs)
+            with torch.random.fork_rng():  # seed the projector without moving the global RNG
+                torch.manual_seed(params.seed)
+                self.projections = torch.nn.ModuleList(torch.nn.Linear(self.d_student, self.d_teacher, bias=False)
+                                                       for _ in self.pairs)
 
     def teacher_layers(self):
         return tuple(t for t, _ in self.pairs)
@@ -111,8 +115,9 @@ class FeatureKD(Objective):
             else:
                 self.selections[t] = selectors.pca(acts, k)
         self.selections = {t: sel.to(device) for t, sel in self.selections.items()}
-        log(f"feature: {kind} selection from {len(calibration)} examples ({sum(len(g) for g, _ in found.values())} "
-            f"token gradients) in {time.time() - started:.1f} s")
+        tokens = len(next(iter(found.values()))[0])
+        log(f"feature: {kind} selection from {len(calibration)} examples ({tokens} response tokens, "
+            f"{len(layers)} layers) in {time.time() - started:.1f} s")
 
     def loss(self, student, teacher, batch):
         total = 0.0
@@ -122,7 +127,5 @@ class FeatureKD(Objective):
                 s_feat = self.projections[i](s_feat)
             elif self.params.selector != "none":
                 t_feat = self.selections[t].apply(t_feat)
-            value = self.metric(s_feat, t_feat, self.params.off_diagonal) if self.params.metric == "cross_correlation" \
-                else self.metric(s_feat, t_feat)
-            total = total + value
+            total = total + self.metric(s_feat, t_feat)
         return total / len(self.pairs) * len(student.targets)
