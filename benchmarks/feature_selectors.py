@@ -1,10 +1,12 @@
 """Flex-KD vs its controls at the same budget: held-out CE and KL(teacher||student) per response token.
 
 Each method trains the same fresh student (same init and data order per seed: paired) with
-CE + 1.0 * feature(selector, pearson, last layer); `sft` is CE alone. Writes a Markdown table with
-mean +/- std over seeds and the paired difference to flexkd.
+CE + 1.0 * feature(selector, pearson, last layer); `sft` is CE alone. A selector's artifact is computed
+once and shared by its seeds (it does not depend on the seed). Writes a Markdown table with mean +/- std
+over seeds and the paired difference to flexkd.
 
-    .venv/bin/python benchmarks/feature_selectors.py --steps 150 --seeds 0 1 2
+    .venv/bin/python benchmarks/feature_selectors.py --steps 300 --seeds 0 1 2 \
+        --out benchmarks/results/feature_selectors_300
 """
 import argparse
 import datetime
@@ -22,7 +24,7 @@ from lmdistill.run import train
 METHODS = {
     "sft": [{"name": "ce", "weight": 1.0}],
     **{s: [{"name": "ce", "weight": 1.0}, {"name": "feature", "weight": 1.0, "selector": s, "metric": "pearson"}]
-       for s in ("flexkd", "projection", "pca", "random")},
+       for s in ("flexkd", "functional", "projection", "pca", "random")},
 }
 
 
@@ -31,7 +33,11 @@ def run(method, seed, args):
     config = load_config("configs/demo.yaml", [
         f"run_dir={out}", f"seed={seed}", f"train.steps={args.steps}", "train.eval_every=0",
         f"eval.max_examples={args.eval_examples}", "eval.generate=false", "eval.split=dev"])
-    config.objectives = type(config).model_validate({**config.model_dump(), "objectives": METHODS[method]}).objectives
+    objectives = [dict(o) for o in METHODS[method]]
+    for o in objectives:
+        if o["name"] == "feature" and o["selector"] != "projection":
+            o["selection_file"] = str(Path(args.out) / "selection" / f"{o['selector']}.safetensors")
+    config.objectives = type(config).model_validate({**config.model_dump(), "objectives": objectives}).objectives
     started = time.time()
     result = train(config, overwrite=True, log=lambda *_: None)
     row = result["metrics"]["student"]
@@ -46,7 +52,7 @@ def table(rows, seeds):
     lines = ["| method | dev CE | dev KL(T‖S) | CE − flexkd (paired) | KL − flexkd (paired) | s/run |",
              "|---|---|---|---|---|---|"]
     by = {(r["method"], r["seed"]): r for r in rows}
-    for method in METHODS:
+    for method in [m for m in METHODS if (m, seeds[0]) in by]:
         mine = [by[(method, s)] for s in seeds]
         diff = lambda key: [by[(method, s)][key] - by[("flexkd", s)][key] for s in seeds]  # noqa: E731
         lines.append(f"| {method} | {mean_std([r['ce'] for r in mine])} | {mean_std([r['kl'] for r in mine])} | "
@@ -59,12 +65,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--eval-examples", type=int, default=200)
     p.add_argument("--out", default="benchmarks/results/feature_selectors")
     args = p.parse_args()
     rows = []
     for seed in args.seeds:
-        for method in METHODS:
+        for method in args.methods:
             rows.append(run(method, seed, args))
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
@@ -73,7 +80,8 @@ def main():
               f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores; date: "
               f"{datetime.date.today()}\n\nStudent: configs/demo.yaml's fresh 6x256 llama, {args.steps} steps x batch 8, "
               f"define-word; metrics on {args.eval_examples} dev examples (teacher-forced, per response token); "
-              f"seeds {args.seeds}; feature = pearson on the last layer, weight 1.0, beside CE 1.0.\n\n"
+              f"seeds {args.seeds}; feature = pearson on the last layer, weight 1.0, beside CE 1.0; selections from the "
+              f"first 256 training examples, computed once per selector (`selection/`; the first seed's run includes that pass).\n\n"
               + table(rows, args.seeds) + "\n")
     (out / "README.md").write_text(report)
     print(report)

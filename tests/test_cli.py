@@ -90,7 +90,7 @@ def test_info_prints_model_and_layer_map(capsys):
 
 def test_installed_entry_point_help_and_exit_code(tmp_path):
     exe = [sys.executable, "-m", "lmdistill"]
-    for sub in ([], ["train"], ["eval"], ["info"], ["prepare"]):
+    for sub in ([], ["train"], ["select"], ["eval"], ["info"], ["prepare"]):
         out = subprocess.run(exe + sub + ["--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "usage: lmdistill" in out.stdout
     train_help = subprocess.run(exe + ["train", "--help"], capture_output=True, text=True).stdout

@@ -40,7 +40,7 @@ def test_functional_basis_spans_the_known_coordinates_and_is_orthonormal():
     torch.testing.assert_close(basis.T @ basis, torch.eye(K, dtype=torch.float64), atol=1e-5, rtol=0)
     inside = basis[KNOWN].pow(2).sum()  # energy of the basis inside the known coordinates
     assert inside > K - 1e-4
-    assert selectors.effective_dimension(selection.scores, 0.99) <= K
+    assert selectors.effective_dimension(selection.spectrum, 0.99) <= K
 
 
 def test_controls_do_not_recover_them():

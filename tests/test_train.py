@@ -122,7 +122,9 @@ def test_overwrite_removes_only_lmdistill_outputs(tmp_path, word_data):
     train(config, log=lambda *_: None)
     (run / "notes.txt").write_text("mine")
     (run / "checkpoints" / "step-000099").mkdir()
+    (run / "selection").mkdir()  # a selection artifact in run_dir belongs to the run it replaces
     train(config, overwrite=True, log=lambda *_: None)
+    assert not (run / "selection").exists()
     assert (run / "notes.txt").read_text() == "mine"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000001"]
 

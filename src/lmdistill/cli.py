@@ -1,4 +1,4 @@
-"""Command line: `lmdistill train|eval|info|prepare`. User mistakes print one line and exit 2."""
+"""Command line: `lmdistill train|select|eval|info|prepare`. User mistakes print one line and exit 2."""
 import argparse
 import os
 import sys
@@ -16,6 +16,15 @@ def cmd_train(args):
     if args.run_dir:
         config.run_dir = args.run_dir
     train(config, resume=args.resume, overwrite=args.overwrite, stop_at=args.stop_at)
+
+
+def cmd_select(args):
+    from lmdistill.config import load_config
+    from lmdistill.selection import select
+    config = load_config(args.config, args.set)
+    if args.run_dir:
+        config.run_dir = args.run_dir
+    select(config)
 
 
 def cmd_eval(args):
@@ -62,6 +71,16 @@ def parser():
     t.add_argument("--stop-at", type=int, metavar="STEP", help="save a checkpoint and stop at this step "
                    "(the schedule still spans train.steps); continue later with --resume")
     t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("select", help="compute feature selections (Flex-KD scores, functional basis, PCA) once",
+                       description="Score the teacher's hidden dimensions on the calibration examples for every "
+                                   "feature objective in CONFIG and write the selection artifact (safetensors with "
+                                   "indices or basis, scores, spectrum and what they were computed from) and a PNG "
+                                   "of the score spectrum. `train` reuses a matching artifact and refuses a stale one.")
+    s.add_argument("config", help="YAML config file")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--run-dir", help="write the artifacts under this run directory instead of the config's run_dir")
+    s.set_defaults(func=cmd_select)
 
     e = sub.add_parser("eval", help="evaluate a trained run's student",
                        description="Evaluate the student of a finished run (teacher-forced CE and KL to the teacher "

@@ -26,7 +26,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.save_every", "tra
 # What a run writes; --overwrite removes these and nothing else, so a run_dir that also holds a user's
 # own files (or was mistyped as one) loses nothing but lmdistill outputs.
 OUTPUTS = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "student", "report.md", "eval.json",
-           "eval-dev.json", "eval-dev.md", "eval-test.json", "eval-test.md")
+           "eval-dev.json", "eval-dev.md", "eval-test.json", "eval-test.md", "selection")
 
 
 def remove_outputs(run_dir):
@@ -108,7 +108,7 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     run_dir = _prepare_run_dir(config, resume, overwrite)
     seed_everything(config.seed)
     started = time.time()
-    parts = build_parts(config)
+    parts = build_parts(config, log=log)
     for split in parts.splits.values():
         log(f"{split.name}: {split.stats.summary(config.data.max_length)}")
     accelerator.wait_for_everyone()  # every process has checked run_dir before the main one writes to it

@@ -6,6 +6,8 @@
 - pca: the top-k principal directions of the teacher's activations (control: variance, not function).
 - random: k coordinates drawn with a seed (control).
 A selection is either coordinate indices or an orthonormal basis [d_T, k]; `apply` maps features with it.
+It also keeps what it was chosen from: per-coordinate `scores` and an eigen-`spectrum` (of E[g g^T] for the
+gradient selectors, of the activation covariance for pca), largest first.
 """
 from dataclasses import dataclass
 
@@ -19,11 +21,12 @@ SCORES = ("abs_grad", "sq_grad", "grad_x_act")
 class Selection:
     indices: torch.Tensor | None = None   # [k] teacher coordinates, in student order
     basis: torch.Tensor | None = None     # [d_T, k] orthonormal columns
-    scores: torch.Tensor | None = None    # per-coordinate scores (flexkd) or eigenvalues (functional, pca)
+    scores: torch.Tensor | None = None    # [d_T] per-coordinate score
+    spectrum: torch.Tensor | None = None  # [d_T] eigenvalues, largest first
 
     def to(self, device):
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return Selection(move(self.indices), move(self.basis), self.scores)
+        return Selection(move(self.indices), move(self.basis), self.scores, self.spectrum)
 
     def apply(self, teacher_features):
         if self.indices is not None:
@@ -48,7 +51,8 @@ def flexkd(grads, acts, k, kind="abs_grad", pairing="index"):
     highest-scoring coordinate first (student dimension 0)."""
     scores = coordinate_scores(grads, acts, kind)
     top = torch.topk(scores, k).indices
-    return Selection(indices=top.sort().values if pairing == "index" else top, scores=scores)
+    return Selection(indices=top.sort().values if pairing == "index" else top, scores=scores,
+                     spectrum=gradient_spectrum(grads))
 
 
 def _top_eigenvectors(matrix, k):
@@ -57,18 +61,26 @@ def _top_eigenvectors(matrix, k):
     return values[order].clamp_min(0), vectors[:, order[:k]]
 
 
-def functional(grads, k):
-    """Top-k eigenvectors of E[g g^T]; `scores` holds the whole spectrum, largest first."""
+def gradient_spectrum(grads):
+    """Eigenvalues of E[g g^T], largest first."""
     g = grads.double()
-    values, vectors = _top_eigenvectors(g.T @ g / len(g), k)
-    return Selection(basis=vectors.float(), scores=values)
+    return torch.linalg.eigvalsh(g.T @ g / len(g)).flip(0).clamp_min(0)
+
+
+def functional(grads, k):
+    """Top-k eigenvectors of E[g g^T]; scores are its diagonal (mean g^2 per coordinate)."""
+    g = grads.double()
+    moment = g.T @ g / len(g)
+    values, vectors = _top_eigenvectors(moment, k)
+    return Selection(basis=vectors.float(), scores=moment.diagonal().clone(), spectrum=values)
 
 
 def pca(acts, k):
-    """Top-k principal directions of the centred activations."""
+    """Top-k principal directions of the centred activations; scores are per-coordinate variances."""
     x = acts.double() - acts.double().mean(0)
-    values, vectors = _top_eigenvectors(x.T @ x / len(x), k)
-    return Selection(basis=vectors.float(), scores=values)
+    covariance = x.T @ x / len(x)
+    values, vectors = _top_eigenvectors(covariance, k)
+    return Selection(basis=vectors.float(), scores=covariance.diagonal().clone(), spectrum=values)
 
 
 def random_coordinates(d, k, seed=0):

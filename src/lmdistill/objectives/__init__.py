@@ -13,4 +13,7 @@ __all__ = ["OBJECTIVES", "Objective", "ObjectiveParams", "objective_params_class
 
 
 def build_objectives(params_list, context):
-    return [OBJECTIVES[p.name](p, context) for p in params_list]
+    objectives = [OBJECTIVES[p.name](p, context) for p in params_list]
+    for i, objective in enumerate(objectives):
+        objective.index = i  # position in the config's list: names per-objective files
+    return objectives

@@ -51,8 +51,9 @@ class Objective:
         """Extra parameters this objective trains (e.g. a projector); saved beside, never inside, the student."""
         return []
 
-    def prepare(self, teacher, examples, pad_id, log=print):
-        """Work done once before training with the frozen teacher (e.g. a feature selection)."""
+    def prepare(self, teacher, examples, pad_id, log=print, run_dir=None):
+        """Work done once before training with the frozen teacher (e.g. a feature selection); files it
+        writes go under run_dir."""
 
     def loss(self, student, teacher, batch) -> torch.Tensor:
         """Sum of the per-token loss over response positions."""

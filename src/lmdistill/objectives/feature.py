@@ -9,8 +9,10 @@ student's width d_S by a selector, then compared with the student's hidden state
 - selector none compares the full widths and needs metric cka.
 The default (flexkd + pearson) is Flex-KD's parameter-free, correlation-based feature loss.
 """
+import resource
 import time
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -18,7 +20,7 @@ from pydantic import Field, model_validator
 
 from lmdistill.data import collate
 from lmdistill.errors import UserError
-from lmdistill.features import selectors
+from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
 from lmdistill.layermap import uniform_pairs
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
@@ -35,6 +37,8 @@ class FeatureParams(ObjectiveParams):
     calibration_examples: int = Field(256, gt=0)
     off_diagonal: float = Field(0.005, ge=0, description="cross_correlation's off-diagonal weight")
     seed: int = Field(0, description="for selector random")
+    selection_file: str | None = Field(None, description="selection artifact to reuse or write; default "
+                                       "RUN_DIR/selection/feature-I.safetensors (I = the objective's position)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -87,37 +91,86 @@ class FeatureKD(Objective):
     def trainable_modules(self):
         return list(self.projections)
 
-    def prepare(self, teacher, examples, pad_id, log=print):
-        """Compute the selections from the teacher on calibration examples (once, before training)."""
-        kind = self.params.selector
-        if kind in ("projection", "none"):
-            return
-        k, layers = self.d_student, self.teacher_layers()
-        device = next(teacher.parameters()).device
-        if kind == "random":
-            self.selections = {t: selectors.random_coordinates(self.d_teacher, k, self.params.seed).to(device)
-                               for t in layers}
-            return
+    def needs_selection(self):
+        return self.params.selector not in ("projection", "none")
+
+    def selection_path(self, run_dir):
+        if self.params.selection_file:
+            return Path(self.params.selection_file).expanduser()
+        return Path(run_dir) / "selection" / f"feature-{self.index}.safetensors"
+
+    def selection_metadata(self, teacher, calibration):
+        """What a selection depends on; an artifact is reused only if all of it matches."""
+        p, gradient_based = self.params, self.params.selector != "random"
+        return {"teacher": teacher.config.name_or_path, "teacher_fingerprint": artifact.model_fingerprint(teacher),
+                "layers": list(self.teacher_layers()), "selector": p.selector, "k": self.d_student,
+                "score": p.score if p.selector == "flexkd" else None,
+                "pairing": p.pairing if p.selector == "flexkd" else None,
+                "seed": p.seed if p.selector == "random" else None,
+                "calibration_examples": len(calibration) if gradient_based else 0,
+                "data_fingerprint": artifact.data_fingerprint(calibration) if gradient_based else None}
+
+    def compute_selections(self, teacher, calibration, pad_id):
+        """({teacher layer: Selection}, record of the scoring pass: tokens, seconds, peak memory, effective dims)."""
+        kind, k, layers = self.params.selector, self.d_student, self.teacher_layers()
         started = time.time()
-        calibration = examples[:self.params.calibration_examples]
+        if kind == "random":
+            found = {t: selectors.random_coordinates(self.d_teacher, k, self.params.seed) for t in layers}
+            return found, {"tokens": 0, "seconds": round(time.time() - started, 3)}
+        device = next(teacher.parameters()).device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         batches = [{key: v.to(device) for key, v in collate(calibration[i:i + 8], pad_id).items()}
                    for i in range(0, len(calibration), 8)]
         found = selectors.teacher_gradients(teacher, batches, layers)
+        selections = {}
         for t, (grads, acts) in found.items():
             if kind == "flexkd":
-                self.selections[t] = selectors.flexkd(grads, acts, k, self.params.score, self.params.pairing)
+                selections[t] = selectors.flexkd(grads, acts, k, self.params.score, self.params.pairing)
             elif kind == "functional":
-                self.selections[t] = selectors.functional(grads, k)
-                spectrum = self.selections[t].scores
-                dims = {e: selectors.effective_dimension(spectrum, e) for e in (0.9, 0.95, 0.99)}
-                log(f"feature: teacher layer {t} effective functional dimension "
-                    + ", ".join(f"{int(e * 100)}%: {d}" for e, d in dims.items()))
+                selections[t] = selectors.functional(grads, k)
             else:
-                self.selections[t] = selectors.pca(acts, k)
-        self.selections = {t: sel.to(device) for t, sel in self.selections.items()}
-        tokens = len(next(iter(found.values()))[0])
-        log(f"feature: {kind} selection from {len(calibration)} examples ({tokens} response tokens, "
-            f"{len(layers)} layers) in {time.time() - started:.1f} s")
+                selections[t] = selectors.pca(acts, k)
+        record = {"tokens": len(next(iter(found.values()))[0]), "seconds": round(time.time() - started, 3),
+                  "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+        if device.type == "cuda":
+            record["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+        if kind in ("flexkd", "functional"):  # the effective functional dimension, from E[g g^T]'s spectrum
+            record["effective_dimension"] = {str(t): {f"{int(e * 100)}%": selectors.effective_dimension(s.spectrum, e)
+                                                      for e in (0.9, 0.95, 0.99)} for t, s in selections.items()}
+        return selections, record
+
+    def write_selection(self, path, selections, metadata):
+        named = {**metadata, "score_name": self.params.score if self.params.selector == "flexkd" else
+                 {"functional": "mean g^2", "pca": "activation variance", "random": "none"}[self.params.selector],
+                 "spectrum_name": "activation covariance" if self.params.selector == "pca" else "E[g g^T] spectrum"}
+        artifact.save(path, selections, named)
+        if self.params.selector != "random":
+            artifact.plot(path.with_suffix(".png"), selections, named)
+
+    def prepare(self, teacher, examples, pad_id, log=print, run_dir=None):
+        """Compute the selections from the teacher on calibration examples (once, before training), or reuse
+        a matching artifact; a new one is written to selection_path(run_dir)."""
+        if not self.needs_selection():
+            return
+        calibration = examples[:self.params.calibration_examples]
+        expected = self.selection_metadata(teacher, calibration)
+        path = self.selection_path(run_dir) if run_dir is not None or self.params.selection_file else None
+        if path is not None and path.is_file():
+            selections, found = artifact.load(path)
+            artifact.require_match(path, found, expected)
+            log(f"feature: reusing the {found['selector']} selection in {path}")
+        else:
+            selections, record = self.compute_selections(teacher, calibration, pad_id)
+            log(describe_selection(self.params.selector, expected, record))
+            if path is not None:
+                self.write_selection(path, selections, {**expected, **record})
+        missing = set(self.teacher_layers()) - set(selections)
+        if missing:
+            raise UserError(f"selection for teacher layers {sorted(missing)} is missing from {path}; "
+                            f"recompute it with `lmdistill select CONFIG`")
+        device = next(teacher.parameters()).device
+        self.selections = {t: selections[t].to(device) for t in self.teacher_layers()}
 
     def loss(self, student, teacher, batch):
         total = 0.0
@@ -129,3 +182,16 @@ class FeatureKD(Objective):
                 t_feat = self.selections[t].apply(t_feat)
             total = total + self.metric(s_feat, t_feat)
         return total / len(self.pairs) * len(student.targets)
+
+
+def describe_selection(kind, metadata, record):
+    """One line on a scoring pass: what, on how much data, time, memory, effective functional dimension."""
+    if kind == "random":
+        return f"feature: random selection of {metadata['k']} coordinates (seed {metadata['seed']})"
+    text = (f"feature: {kind} selection from {metadata['calibration_examples']} examples ({record['tokens']} response "
+            f"tokens, teacher layers {metadata['layers']}) in {record['seconds']:.1f} s, peak {record['peak_rss_gib']:.2f} GiB RSS")
+    if "peak_gpu_gib" in record:
+        text += f", {record['peak_gpu_gib']:.2f} GiB GPU"
+    for layer, dims in record.get("effective_dimension", {}).items():
+        text += f"; layer {layer} effective functional dimension " + ", ".join(f"{e}: {d}" for e, d in dims.items())
+    return text

@@ -35,7 +35,8 @@ class Trainer:
         self.accelerator, self.run_dir = accelerator, Path(run_dir)
         self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
         for objective in self.objectives:
-            objective.prepare(parts.teacher, parts.splits["train"].examples, parts.tokenizer.pad_token_id, log)
+            objective.prepare(parts.teacher, parts.splits["train"].examples, parts.tokenizer.pad_token_id, log,
+                              self.run_dir)
         self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
                                           for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
         self.teacher = teacher
