@@ -37,7 +37,7 @@ def _check_layers(objectives, teacher, student):
                                     f"hidden_states indices run from 0 (embeddings) to {n}")
 
 
-def build_parts(config, splits=("train", "dev", "test"), student_path=None):
+def build_parts(config, splits=("train", "dev", "test"), student_path=None, log=print):
     """Load data first (cheap, most likely to be wrong), then the models."""
     cfg = config.data
     teacher_tokenizer = load_tokenizer(config.teacher.model, config.teacher.revision, config.teacher.trust_remote_code)
@@ -53,7 +53,8 @@ def build_parts(config, splits=("train", "dev", "test"), student_path=None):
     if student_path is not None:
         student, student_tokenizer = load_model(student_path), load_tokenizer(student_path)
     else:
-        student, student_tokenizer = load_student(config.student, teacher, tokenizer, config.seed)
+        train_examples = loaded["train"].examples if "train" in loaded else []
+        student, student_tokenizer = load_student(config.student, teacher, tokenizer, config.seed, train_examples, log)
     vocab = shared_vocab_size(teacher, student, tokenizer, student_tokenizer)
     context = ObjectiveContext(teacher.config, student.config, vocab)
     objectives = build_objectives(config.objectives, context)

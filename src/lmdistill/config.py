@@ -41,6 +41,28 @@ class StudentSpec(Strict):
         return self
 
 
+class FromTeacher(Strict):
+    """A student cut from the teacher: some of its decoder layers and its most important residual dimensions
+    (all heads and the full MLP width stay). Checked against the teacher when the student is built."""
+    layers: int | list[int] = Field(8, description="K evenly spaced layers (first and last included), "
+                                                   "or a list of 0-based decoder layer indices")
+    hidden_size: int | None = Field(None, gt=0, description="residual width kept, at most the teacher's and a "
+                                    "multiple of its attention heads; default: 256 rounded down to such a multiple "
+                                    "(252 for SmolLM2-135M's 9 heads)")
+    importance: Literal["activation", "flexkd", "functional"] = "activation"
+    calibration_examples: int = Field(256, gt=0, description="the first N training examples score the dimensions")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value):
+        if isinstance(value, int):
+            if value < 2:
+                raise ValueError("give at least 2 layers (the first and last are always kept) or a list of indices")
+        elif not value or value[0] < 0 or value != sorted(set(value)):
+            raise ValueError("give a non-empty list of distinct 0-based layer indices in increasing order")
+        return value
+
+
 DType = Literal["float32", "bfloat16", "float16"]
 
 
@@ -54,14 +76,16 @@ class TeacherConfig(Strict):
 class StudentConfig(Strict):
     model: str | None = Field(None, description="hub id, local directory or .gguf file of a pretrained student")
     spec: StudentSpec | None = None
+    from_teacher: FromTeacher | None = None
     dtype: DType = "float32"
     revision: str | None = None
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.model is None) == (self.spec is None):
-            raise ValueError("give exactly one of student.model (a pretrained model) or student.spec (a fresh one)")
+        if sum(source is not None for source in (self.model, self.spec, self.from_teacher)) != 1:
+            raise ValueError("give exactly one of student.model (a pretrained model), student.spec (a fresh one) "
+                             "or student.from_teacher (cut from the teacher)")
         return self
 
 

@@ -85,10 +85,17 @@ def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
     return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
 
 
-def load_student(cfg, teacher, teacher_tokenizer, seed):
-    """The student and its tokenizer; a pretrained student must use the teacher's tokenizer."""
+def load_student(cfg, teacher, teacher_tokenizer, seed, train_examples=(), log=print):
+    """The student and its tokenizer; a pretrained student must use the teacher's tokenizer.
+    A student cut from the teacher is scored on the first training examples (encoded with that tokenizer)."""
     if cfg.spec is not None:
         torch.manual_seed(seed)
         return student_from_spec(cfg.spec, teacher.config, teacher_tokenizer, cfg.dtype), teacher_tokenizer
+    if cfg.from_teacher is not None:
+        from lmdistill.models.prune import prune_teacher
+        torch.manual_seed(seed)
+        student = prune_teacher(cfg.from_teacher, teacher, list(train_examples), teacher_tokenizer.pad_token_id,
+                                DTYPES[cfg.dtype], log)
+        return student, teacher_tokenizer
     model = load_model(cfg.model, cfg.dtype, cfg.revision, cfg.trust_remote_code)
     return model, load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)
