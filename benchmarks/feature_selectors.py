@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from common import mean_std, paired
 from lmdistill.config import load_config
 from lmdistill.run import train
 
@@ -44,19 +45,14 @@ def run(method, seed, args):
     return {"method": method, "seed": seed, "ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started}
 
 
-def mean_std(values):
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
-
-
 def table(rows, seeds):
     lines = ["| method | dev CE | dev KL(T‖S) | CE − flexkd (paired) | KL − flexkd (paired) | s/run |",
              "|---|---|---|---|---|---|"]
     by = {(r["method"], r["seed"]): r for r in rows}
     for method in [m for m in METHODS if (m, seeds[0]) in by]:
         mine = [by[(method, s)] for s in seeds]
-        diff = lambda key: [by[(method, s)][key] - by[("flexkd", s)][key] for s in seeds]  # noqa: E731
         lines.append(f"| {method} | {mean_std([r['ce'] for r in mine])} | {mean_std([r['kl'] for r in mine])} | "
-                     f"{mean_std(diff('ce'))} | {mean_std(diff('kl'))} | "
+                     f"{paired(by, method, 'flexkd', 'ce', seeds)} | {paired(by, method, 'flexkd', 'kl', seeds)} | "
                      f"{statistics.mean(r['seconds'] for r in mine):.0f} |")
     return "\n".join(lines)
 

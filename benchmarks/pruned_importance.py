@@ -12,12 +12,12 @@ import datetime
 import json
 import platform
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from lmdistill.build import build_parts, wrap
+from common import mean_std, paired
 from lmdistill.config import load_config
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.run import train
@@ -52,10 +52,6 @@ def run(importance, seed, args):
     return {"importance": importance, "seed": seed, "ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started}
 
 
-def mean_std(values):
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
-
-
 def table(starts, rows, seeds):
     lines = ["| importance | parameters | dev CE before | dev KL before | dev CE after | dev KL after | "
              "CE − activation (paired) | KL − activation (paired) |", "|---|---|---|---|---|---|---|---|"]
@@ -63,10 +59,9 @@ def table(starts, rows, seeds):
     for start in starts:
         name = start["importance"]
         mine = [by[(name, s)] for s in seeds]
-        diff = lambda key: [by[(name, s)][key] - by[("activation", s)][key] for s in seeds]  # noqa: E731
         lines.append(f"| {name} | {start['parameters'] / 1e6:.1f}M | {start['ce0']:.3f} | {start['kl0']:.3f} | "
                      f"{mean_std([r['ce'] for r in mine])} | {mean_std([r['kl'] for r in mine])} | "
-                     f"{mean_std(diff('ce'))} | {mean_std(diff('kl'))} |")
+                     f"{paired(by, name, 'activation', 'ce', seeds)} | {paired(by, name, 'activation', 'kl', seeds)} |")
     return "\n".join(lines)
 
 

@@ -4,12 +4,11 @@ import torch
 
 from lmdistill.build import build_parts
 from lmdistill.errors import UserError
-from lmdistill.objectives.feature import describe_selection
 
 
 def select(config, log=print):
     """Returns {artifact path: record of its scoring pass}."""
-    parts = build_parts(config, splits=("train",))
+    parts = build_parts(config, splits=("train",), log=log)
     chosen = [o for o in parts.objectives if o.name == "feature" and o.needs_selection()]
     if not chosen:
         raise UserError("the config has no feature objective with a selector to compute (flexkd, functional, pca, "
@@ -19,12 +18,8 @@ def select(config, log=print):
     pad = parts.tokenizer.pad_token_id
     written = {}
     for objective in chosen:
-        calibration = parts.splits["train"].examples[:objective.params.calibration_examples]
-        metadata = objective.selection_metadata(teacher, calibration)
-        selections, record = objective.compute_selections(teacher, calibration, pad)
         path = objective.selection_path(config.run_dir)
-        objective.write_selection(path, selections, {**metadata, **record})
-        log(describe_selection(objective.params.selector, metadata, record))
+        _, record = objective.select(teacher, objective.calibration(parts.splits["train"].examples), pad, path, log)
         log(f"wrote {path}" + ("" if objective.params.selector == "random" else f" and {path.with_suffix('.png')}"))
         written[str(path)] = record
     return written

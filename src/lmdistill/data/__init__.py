@@ -1,12 +1,12 @@
 """Datasets: records from JSONL or the built-ins, encoded with the teacher's tokenizer."""
 from dataclasses import dataclass
 
-from lmdistill.data.batches import IGNORE, BatchOrder, collate
+from lmdistill.data.batches import IGNORE, BatchOrder, collate, in_batches
 from lmdistill.data.builtin import builtin_split, builtin_task
 from lmdistill.data.encode import EncodeStats, Example, encode
 from lmdistill.data.jsonl import read_records
 
-__all__ = ["IGNORE", "BatchOrder", "collate", "Example", "EncodeStats", "encode", "read_records",
+__all__ = ["IGNORE", "BatchOrder", "collate", "in_batches", "Example", "EncodeStats", "encode", "read_records",
            "split_path", "load_split", "task_kind"]
 
 

@@ -21,6 +21,12 @@ def collate(examples, pad_id):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def in_batches(examples, pad_id, batch_size, device="cpu"):
+    """Collated batches of `examples`, in order, on `device`."""
+    for start in range(0, len(examples), batch_size):
+        yield {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad_id).items()}
+
+
 class BatchOrder:
     """Reshuffles every epoch with a generator seeded by (seed, epoch); drops the last partial batch."""
 

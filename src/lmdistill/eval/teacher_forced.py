@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from lmdistill.data import collate
+from lmdistill.data import in_batches
 from lmdistill.divergences import forward_kl
 
 
@@ -13,8 +13,7 @@ def teacher_forced(student, teacher, examples, batch_size, pad_id, device="cpu")
     student.eval()
     sums = {"ce": 0.0, "kl": 0.0, "teacher_ce": 0.0}
     tokens = 0
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad_id).items()}
+    for batch in in_batches(examples, pad_id, batch_size, device):
         s = student(batch["input_ids"], batch["attention_mask"], batch["labels"])
         sums["ce"] += F.cross_entropy(s.logits.float(), s.targets, reduction="sum").item()
         if teacher is not None:

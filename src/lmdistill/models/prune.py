@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lmdistill.data import IGNORE, collate
+from lmdistill.data import IGNORE, in_batches
 from lmdistill.errors import UserError
 from lmdistill.features import selectors
 
@@ -196,8 +196,7 @@ def prune_teacher(spec, teacher, examples, pad_id, dtype=torch.float32, log=prin
     if not calibration:
         raise UserError("student.from_teacher needs training examples to score dimensions; give data.train")
     device = next(teacher.parameters()).device
-    batches = [{key: v.to(device) for key, v in collate(calibration[i:i + 8], pad_id).items()}
-               for i in range(0, len(calibration), 8)]
+    batches = list(in_batches(calibration, pad_id, 8, device))
     started = time.time()
     rotation, coordinates = importance(spec.importance, teacher, batches, sorted(set(keep) | {n_layers}),
                                        spec.hidden_size)

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from lmdistill.data import collate
+from lmdistill.data import in_batches
 from lmdistill.errors import UserError
 from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
@@ -120,9 +120,7 @@ class FeatureKD(Objective):
         device = next(teacher.parameters()).device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        batches = [{key: v.to(device) for key, v in collate(calibration[i:i + 8], pad_id).items()}
-                   for i in range(0, len(calibration), 8)]
-        found = selectors.teacher_gradients(teacher, batches, layers)
+        found = selectors.teacher_gradients(teacher, in_batches(calibration, pad_id, 8, device), layers)
         selections = {}
         for t, (grads, acts) in found.items():
             if kind == "flexkd":
@@ -140,6 +138,19 @@ class FeatureKD(Objective):
                                                       for e in (0.9, 0.95, 0.99)} for t, s in selections.items()}
         return selections, record
 
+    def calibration(self, examples):
+        return examples[:self.params.calibration_examples]
+
+    def select(self, teacher, calibration, pad_id, path=None, log=print):
+        """Compute the selections, log the scoring pass and, given a path, write the artifact there.
+        Returns (selections, record of the scoring pass)."""
+        metadata = self.selection_metadata(teacher, calibration)
+        selections, record = self.compute_selections(teacher, calibration, pad_id)
+        log(describe_selection(self.params.selector, metadata, record))
+        if path is not None:
+            self.write_selection(path, selections, {**metadata, **record})
+        return selections, record
+
     def write_selection(self, path, selections, metadata):
         named = {**metadata, "score_name": self.params.score if self.params.selector == "flexkd" else
                  {"functional": "mean g^2", "pca": "activation variance", "random": "none"}[self.params.selector],
@@ -153,18 +164,14 @@ class FeatureKD(Objective):
         a matching artifact; a new one is written to selection_path(run_dir)."""
         if not self.needs_selection():
             return
-        calibration = examples[:self.params.calibration_examples]
-        expected = self.selection_metadata(teacher, calibration)
+        calibration = self.calibration(examples)
         path = self.selection_path(run_dir) if run_dir is not None or self.params.selection_file else None
         if path is not None and path.is_file():
             selections, found = artifact.load(path)
-            artifact.require_match(path, found, expected)
+            artifact.require_match(path, found, self.selection_metadata(teacher, calibration))
             log(f"feature: reusing the {found['selector']} selection in {path}")
         else:
-            selections, record = self.compute_selections(teacher, calibration, pad_id)
-            log(describe_selection(self.params.selector, expected, record))
-            if path is not None:
-                self.write_selection(path, selections, {**expected, **record})
+            selections, _ = self.select(teacher, calibration, pad_id, path, log)
         missing = set(self.teacher_layers()) - set(selections)
         if missing:
             raise UserError(f"selection for teacher layers {sorted(missing)} is missing from {path}; "
