@@ -1,6 +1,16 @@
 import json
 
 import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """For tests on tiny tensors: intra-op threads only add spin-wait overhead (5-10x on a busy 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -1,74 +1,15 @@
 import math
+import weakref
+from functools import partial
 
 import pytest
 import torch
 
 from lmdistill import divergences as D
+from divergence_reference import reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the tensors here are tiny: intra-op threads only add spin-wait overhead (5-10x on a busy 2-core box)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-# -----------------------------------------------------------------------------
-# float64 brute-force references, written plainly over the full [B, L, V] tensors
-
-
-def _ref_per_position(name, s, t, **params):
-    """Divergence per position, float64, straight from the definitions. s, t: float64 logits / T."""
-    q, p = s.softmax(-1), t.softmax(-1)
-
-    def kl(a, b):  # entries where a or b is exactly 0 (teacher -inf logits) contribute 0
-        return (a * torch.where((a > 0) & (b > 0), a.log() - b.log(), 0.0)).sum(-1)
-
-    if name == "forward_kl":
-        return kl(p, q)
-    if name == "reverse_kl":
-        return kl(q, p)
-    if name == "generalized_jsd":
-        beta = params["beta"]
-        if beta == 0:
-            return kl(p, q)
-        if beta == 1:
-            return kl(q, p)
-        m = beta * p + (1 - beta) * q
-        return beta * kl(p, m) + (1 - beta) * kl(q, m)
-    if name == "symmetric_kl":
-        lam = params["lam"]
-        return (1 - lam) * kl(p, q) + lam * kl(q, p)
-    if name == "skew_forward_kl":
-        a = params["alpha"]
-        return kl(p, a * p + (1 - a) * q if a > 0 else q)
-    if name == "skew_reverse_kl":
-        a = params["alpha"]
-        return kl(q, a * q + (1 - a) * p if a > 0 else p)  # (0 * q would put 0/0 into the autograd graph)
-    if name == "tvd":
-        return 0.5 * (p - q).abs().sum(-1)
-    if name == "akl":
-        # head token v: the teacher mass of v and of all tokens ranked before it (more likely, or equally
-        # likely with a smaller vocab id) is <= mu; the top-ranked token is always head
-        mu, qd = params["mu"], q.detach()
-        pu, pv = p.unsqueeze(-2), p.unsqueeze(-1)  # [..., 1, V] over u, [..., V, 1] over v
-        ids = torch.arange(p.shape[-1])
-        ranked_before = (pu > pv) | ((pu == pv) & (ids <= ids.unsqueeze(-1)))
-        mass = (pu * ranked_before).sum(-1)
-        head = (mass <= mu) | (ids == p.argmax(-1, keepdim=True))
-        gap = (p - qd).abs()
-        g_head, g_tail = (gap * head).sum(-1), (gap * ~head).sum(-1)
-        return g_head / (g_head + g_tail) * kl(p, q) + g_tail / (g_head + g_tail) * kl(q, p)
-    raise KeyError(name)
-
-
-def reference(name, s, t, mask=None, temperature=1.0, **params):
-    per = _ref_per_position(name, s.double() / temperature, t.double() / temperature, **params)
-    if mask is None:
-        mask = torch.ones(per.shape, dtype=torch.bool)
-    return per[mask].mean()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CASES = [
@@ -222,14 +163,14 @@ def test_low_precision_inputs(name, params, dtype):
 
 
 def test_large_vocab_no_blowup():
-    # V=49152, a few positions: the checkpointed chunks keep only their input logits for backward
+    # V=49152, a few positions: between forward and backward only the gradient w.r.t. the input logits is held
     Vb = 49152
     s, t, mask = make(7, shape=(2, 3, Vb), scale=4.0, p_mask=1.0)
     mask[1, 2] = False
     saved = []
 
     def pack(x):
-        saved.append(x.numel() * x.element_size())
+        saved.append(weakref.ref(x))
         return x
 
     for name, params in [("forward_kl", {}), ("generalized_jsd", {"beta": 0.5}), ("akl", {"mu": 0.5})]:
@@ -237,10 +178,11 @@ def test_large_vocab_no_blowup():
         sg = s.clone().requires_grad_(True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
             out = D.get_divergence(name)(sg, t, mask, chunk_size=2, **params)
+        # each chunk's float32 and bool [2, V] intermediates are freed once its backward has run; what the graph
+        # still holds is the [N, V] gradient (keeping every chunk's intermediates would be 3-5x more)
+        held = sum(x.numel() * x.element_size() for x in (r() for r in saved) if x is not None)
+        assert 0 < held <= 2 * int(mask.sum()) * Vb * 4 + 64
         out.backward()
-        # checkpointed: only the chunks' input logits (student and teacher) are saved; without checkpointing
-        # every chunk would also keep several float32 and bool [2, V] intermediates (3-5x more)
-        assert sum(saved) <= 2 * int(mask.sum()) * Vb * 4 + 64
         # (the brute-force AKL reference is O(V^2): use the float64 path of the implementation for it instead)
         s64 = s.double().requires_grad_(True)
         fn = D.akl if name == "akl" else lambda *a, **k: reference(name, *a, **k)
@@ -369,3 +311,32 @@ def test_bad_arguments():
         D.generalized_jsd(s, t, beta=1.5)
     with pytest.raises(TypeError):
         D.generalized_jsd(s, t, alpha=0.5)  # a parameter of another divergence
+
+
+# -----------------------------------------------------------------------------
+# closed-form gradients (used whenever a gradient is needed) against autograd of the per-row definitions
+
+
+@pytest.mark.parametrize("name,params", [c for c in CASES if c[0] in ("forward_kl", "reverse_kl", "generalized_jsd",
+                                                                      "symmetric_kl")], ids=str)
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
+def test_closed_form_gradients_match_autograd(name, params, scale):
+    s, t, _ = make(16, shape=(6, V), scale=scale)
+    t[0, :10] = -math.inf  # teacher entries with probability 0
+    t[1, 5] = -math.inf
+    fn = getattr(D, f"_{name}")
+    per_row = partial(fn, **params)
+    s64 = s.double().requires_grad_(True)
+    want = per_row(s64, t.double())
+    want_grad, = torch.autograd.grad(want.sum(), s64)
+    got, got_grad = D._closed_form(per_row)(s.double(), t.double())
+    torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)
+    got32, grad32 = D._closed_form(per_row)(s, t)  # float32: finite, and close on the scale of probabilities
+    assert torch.isfinite(got32).all() and torch.isfinite(grad32).all()
+    torch.testing.assert_close(grad32.double(), want_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_divergences_without_closed_form_use_autograd():
+    for name in ("skew_forward_kl", "skew_reverse_kl", "tvd", "akl"):
+        assert D._closed_form(getattr(D, f"_{name}")) is None

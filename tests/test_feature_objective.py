@@ -6,7 +6,7 @@ import torch
 
 from lmdistill.config import build_config
 from lmdistill.errors import UserError
-from lmdistill.objectives.feature import layer_pairs
+from lmdistill.layermap import layer_pairs
 from lmdistill.run import train
 from conftest import tiny_config
 

@@ -38,9 +38,11 @@ def test_padded_embedding_rows_of_the_same_tokenizer_are_handled(tmp_path, word_
     assert result["metrics"]["student"]["kl"] > 0
 
 
-def test_different_tokenizers_are_refused_before_any_output(tmp_path, word_data):
+@pytest.mark.parametrize("objectives", ["kd", "distillens"])  # the logit lens needs a shared vocabulary too
+def test_different_tokenizers_are_refused_before_any_output(tmp_path, word_data, objectives):
     student = _tiny_llama(100, _other_tokenizer(), tmp_path / "other")
-    config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None}))
+    config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None},
+                                      objectives=objectives))
     with pytest.raises(UserError, match="tokenizers differ"):
         train(config, log=lambda *_: None)
     assert not (tmp_path / "run").exists()

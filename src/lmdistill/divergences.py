@@ -2,29 +2,36 @@
 
 Every divergence has the signature
 
-    f(student_logits, teacher_logits, mask=None, temperature=1.0, *, chunk_size=1024,
-      reduction="mean", **params) -> scalar float32 tensor
+    f(student_logits, teacher_logits, mask=None, temperature=1.0, *, chunk_size=1024, reduction="mean",
+      weights=None, student_head=None, teacher_head=None, **params) -> scalar float32 tensor
 
 with logits of shape [..., V] and an optional bool mask of shape [...]. Notation: p = softmax(teacher / T),
-q = softmax(student / T). The divergence is computed per position and summed over positions where mask is
-true; reduction="mean" divides by the number of such positions, reduction="sum" does not (the training loop
-normalises by a global token count). There is no T^2 factor here: the caller applies it.
+q = softmax(student / T). The divergence is computed per position, multiplied by `weights` [...] when given,
+and summed over positions where mask is true; reduction="mean" divides by the number of such positions,
+reduction="sum" does not (the training loop normalises by a global token count). There is no T^2 factor here:
+the caller applies it.
 
 Teacher logits are detached: gradients reach the student logits only. Positions are selected by the mask
 first, then processed in chunks of `chunk_size` positions, each upcast to float32 (float64 inputs stay
-float64); when grad is needed each chunk runs under activation checkpointing, so only the chunk's input
-logits are kept for backward and the float32 [chunk, V] intermediates are recomputed. Memory therefore stays
-bounded for 50k-256k vocabularies.
+float64). When grad is needed, each chunk's backward runs right after its forward (`_Chunked`), so only the
+gradient w.r.t. the inputs is kept, never a chunk's float32 [chunk, V] intermediates, and nothing is recomputed
+in backward. Memory therefore stays bounded for 50k-256k vocabularies.
+
+With a `Head` (student_head and/or teacher_head), that side's input is a hidden state [..., d] instead of logits
+and the head maps each chunk to logits inside the chunk: the logit lens of DistillLens, at O(chunk x V) extra
+memory, with gradients reaching the student's hidden states and its head's parameters. The teacher's head runs
+without gradients.
 
 KL terms are sum_v a_v (log a_v - log b_v), with terms where either log-probability is -inf dropped: a_v = 0
 contributes 0 (xlogy convention), and a teacher -inf logit (masked / padded vocab entry) is excluded from the
 reverse-KL sum as in DistiLLM's and MiniLLM's `inf_mask` instead of making the loss +inf.
 """
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from lmdistill.errors import did_you_mean
 
@@ -106,40 +113,179 @@ def _akl(s, t, mu):
 
 
 # -----------------------------------------------------------------------------
+# closed-form gradients: (per-row values [c], d values.sum() / d s [c, V]) for the common divergences, so a chunk's
+# backward is a few elementwise passes instead of autograd replaying the forward. q = softmax(s), and for any
+# per-row loss L(q): dL/ds = q * (g - sum(q * g)) with g = dL/dq. Terms dropped by _kl (a -inf log-prob) are
+# dropped from the gradient too.
+
+def _forward_kl_grad(s, t):
+    lp, lq = _logps(s, t)
+    p, q = lp.exp(), lq.exp()
+    ok = (lp > -math.inf) & (lq > -math.inf)
+    p_ok = torch.where(ok, p, 0.0)
+    return (p_ok * torch.where(ok, lp - lq, 0.0)).sum(-1), q * p_ok.sum(-1, keepdim=True) - p_ok
+
+
+def _reverse_kl_grad(s, t):
+    lp, lq = _logps(s, t)
+    q = lq.exp()
+    ok = (lp > -math.inf) & (lq > -math.inf)
+    r = torch.where(ok, lq - lp, 0.0)
+    value = (q * r).sum(-1)
+    q_ok = torch.where(ok, q, 0.0)
+    return value, q_ok * (r + 1) - q * (value + q_ok.sum(-1)).unsqueeze(-1)
+
+
+def _generalized_jsd_grad(s, t, beta):
+    if beta == 0:
+        return _forward_kl_grad(s, t)
+    if beta == 1:
+        return _reverse_kl_grad(s, t)
+    lp, lq = _logps(s, t)
+    p, q = lp.exp(), lq.exp()
+    m = beta * p + (1 - beta) * q  # in probability space: where m underflows to 0, so do p and q
+    lm = m.log()
+    pos = m > 0
+    value = (beta * (p * torch.where(pos & (lp > -math.inf), lp - lm, 0.0)).sum(-1)
+             + (1 - beta) * (q * torch.where(pos, lq - lm, 0.0)).sum(-1))
+    g = torch.where(pos, (1 - beta) * (lq - lm), 0.0)  # dJSD/dq
+    return value, q * (g - (q * g).sum(-1, keepdim=True))
+
+
+def _symmetric_kl_grad(s, t, lam):
+    fv, fg = _forward_kl_grad(s, t)
+    rv, rg = _reverse_kl_grad(s, t)
+    return (1 - lam) * fv + lam * rv, (1 - lam) * fg + lam * rg
+
+
+_GRADS = {_forward_kl: _forward_kl_grad, _reverse_kl: _reverse_kl_grad, _generalized_jsd: _generalized_jsd_grad,
+          _symmetric_kl: _symmetric_kl_grad}
+
+
+def _closed_form(fn):
+    """The closed-form (values, gradient) twin of a per-row function (maybe a partial), or None."""
+    base, params = (fn.func, fn.keywords) if isinstance(fn, partial) else (fn, {})
+    return partial(_GRADS[base], **params) if base in _GRADS else None
+
+
+# -----------------------------------------------------------------------------
 # shared driver
 
-def _reduce(fn, student_logits, teacher_logits, mask, temperature, chunk_size, reduction):
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} must have the same shape")
+@dataclass(frozen=True)
+class Head:
+    """Maps hidden states [c, d] to logits [c, V] inside each chunk (a logit lens, or a model's own LM head), so
+    the full [N, V] logits never exist. `params` are the tensors it reads that may need gradients (a student's
+    LM head and final norm); a teacher's head runs without gradients."""
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    params: tuple = ()
+
+
+class _Chunked(torch.autograd.Function):
+    """Sum over chunks of rows of the weighted per-row divergence, each chunk's backward run right after its forward.
+
+    Only the gradients are kept for backward (the size of s and of the head's parameters), never a chunk's [c, V]
+    intermediates, and nothing is recomputed: backward only scales them by the incoming gradient. `logits(sc, tc)`
+    gives a chunk's scaled student logits (differentiable) and teacher logits; `rows` are tensors cut into the same
+    chunks that need no gradient (teacher inputs, position weights).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, fn, chunk_size, s, rows, *params):
+        wants_s = ctx.needs_input_grad[3]
+        trainable = [p for p, wants in zip(params, ctx.needs_input_grad[5:]) if wants]
+        closed_form = _closed_form(fn)
+        grad_s = torch.zeros_like(s) if wants_s else None
+        grad_p = [torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for p in trainable]
+        total = 0.0
+        for start in range(0, s.shape[0], chunk_size):
+            sc = s[start:start + chunk_size].detach().requires_grad_(wants_s)
+            tc, *wc = (r[start:start + chunk_size] for r in rows)
+            with torch.enable_grad():
+                z, tz = logits(sc, tc)
+                if closed_form is None:
+                    values = _weighted(fn(z, tz), wc)
+                    grads = torch.autograd.grad(values.sum(), [sc] * wants_s + trainable, allow_unused=True)
+            if closed_form is not None:
+                values, gz = closed_form(z.detach(), tz)
+                values, gz = _weighted(values, wc), _weighted(gz, wc)
+                grads = torch.autograd.grad(z, [sc] * wants_s + trainable, gz, allow_unused=True)
+            if wants_s:
+                grad_s[start:start + chunk_size] = grads[0]
+            for acc, g in zip(grad_p, grads[wants_s:]):
+                if g is not None:
+                    acc += g
+            total = total + values.sum().detach()
+        ctx.save_for_backward(grad_s, *grad_p)
+        ctx.param_wants = ctx.needs_input_grad[5:]
+        ctx.param_dtypes = [p.dtype for p in trainable]
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_s, *grad_p = ctx.saved_tensors
+        grad_p = iter(g.mul(grad_out).to(dtype) for g, dtype in zip(grad_p, ctx.param_dtypes))
+        return (None, None, None, None if grad_s is None else grad_s * grad_out, None,
+                *(next(grad_p) if wants else None for wants in ctx.param_wants))
+
+
+def _weighted(x, weights):
+    """x [c] or [c, V] times the chunk's position weights [c], when there are any."""
+    if not weights:
+        return x
+    w = weights[0].to(x.dtype)
+    return x * (w if x.ndim == 1 else w[:, None])
+
+
+def _rows(x, shape, mask, what):
+    """x [..., k] or [...] (shape = the positions' shape) as rows [n, k] or [n], keeping the rows where mask is true."""
+    if x.shape[:len(shape)] != shape:
+        raise ValueError(f"{what} {tuple(x.shape)} must have the positions' shape {tuple(shape)}")
+    x = x.reshape(-1, *x.shape[len(shape):])
+    return x if mask is None else x[mask]
+
+
+def _reduce(fn, student, teacher, mask, temperature, *, chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean",
+            weights=None, student_head=None, teacher_head=None):
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    V = student_logits.shape[-1]
-    s = student_logits.reshape(-1, V)
-    t = teacher_logits.detach().reshape(-1, V)
+    if student_head is None and teacher_head is None and student.shape != teacher.shape:
+        raise ValueError(f"student logits {tuple(student.shape)} and teacher logits "
+                         f"{tuple(teacher.shape)} must have the same shape")
+    positions = student.shape[:-1]
     if mask is not None:
-        if mask.shape != student_logits.shape[:-1]:
-            raise ValueError(f"mask {tuple(mask.shape)} must have the logits' shape without the vocab "
-                             f"dimension {tuple(student_logits.shape[:-1])}")
-        m = mask.reshape(-1).to(device=s.device, dtype=torch.bool)
-        s, t = s[m], t[m]
+        if mask.shape != positions:
+            raise ValueError(f"mask {tuple(mask.shape)} must have the inputs' shape without the last "
+                             f"dimension {tuple(positions)}")
+        mask = mask.reshape(-1).to(device=student.device, dtype=torch.bool)
+    s = _rows(student, positions, mask, "student inputs")
+    rows = [_rows(teacher.detach(), positions, mask, "teacher inputs")]
+    if weights is not None:
+        rows.append(_rows(weights.detach().to(student.device), positions, mask, "weights"))
     n = s.shape[0]
-    dtype = torch.promote_types(s.dtype, torch.float32)
-    if n == 0:
-        return s.to(dtype).sum()  # zero that is still part of the graph
+    params = tuple(student_head.params) if student_head is not None else ()
 
-    def chunk_loss(sc, tc):
-        return fn(sc.to(dtype) / temperature, tc.to(dtype) / temperature).sum()
+    def logits(sc, tc):
+        ls = student_head.fn(sc) if student_head is not None else sc
+        if teacher_head is not None:
+            with torch.no_grad():
+                tc = teacher_head.fn(tc)
+        if ls.shape != tc.shape:
+            raise ValueError(f"student logits {tuple(ls.shape)} and teacher logits {tuple(tc.shape)} must have "
+                             f"the same shape")
+        dtype = torch.promote_types(ls.dtype, torch.float32)
+        ls, tc = ls.to(dtype), tc.to(dtype)
+        return (ls, tc) if temperature == 1 else (ls / temperature, tc / temperature)
 
-    use_ckpt = torch.is_grad_enabled() and s.requires_grad
-    total = torch.zeros((), dtype=dtype, device=s.device)
-    for sc, tc in zip(s.split(chunk_size), t.split(chunk_size)):
-        if use_ckpt:
-            total = total + checkpoint(chunk_loss, sc, tc, use_reentrant=False, preserve_rng_state=False)
-        else:
-            total = total + chunk_loss(sc, tc)
+    if n == 0:  # a zero that is still part of the graph
+        zero = s.sum() + sum((p.sum() * 0 for p in params), torch.zeros((), device=s.device))
+        return zero.to(torch.promote_types(s.dtype, torch.float32))
+    if torch.is_grad_enabled() and (s.requires_grad or any(p.requires_grad for p in params)):
+        total = _Chunked.apply(logits, fn, chunk_size, s, tuple(rows), *params)
+    else:
+        total = sum(_weighted(fn(*logits(sc, tc)), wc).sum()
+                    for sc, tc, *wc in zip(s.split(chunk_size), *(r.split(chunk_size) for r in rows)))
     return total / n if reduction == "mean" else total
 
 
@@ -151,20 +297,17 @@ def _check_unit(name, value):
 # -----------------------------------------------------------------------------
 # public divergences
 
-def forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *,
-               chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, **driver):
     """KL(p || q) = sum_v p (log p - log q): mean-seeking; the classic Hinton KD objective."""
-    return _reduce(_forward_kl, student_logits, teacher_logits, mask, temperature, chunk_size, reduction)
+    return _reduce(_forward_kl, student_logits, teacher_logits, mask, temperature, **driver)
 
 
-def reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *,
-               chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, **driver):
     """KL(q || p) = sum_v q (log q - log p): mode-seeking (MiniLLM, GKD beta=1)."""
-    return _reduce(_reverse_kl, student_logits, teacher_logits, mask, temperature, chunk_size, reduction)
+    return _reduce(_reverse_kl, student_logits, teacher_logits, mask, temperature, **driver)
 
 
-def generalized_jsd(student_logits, teacher_logits, mask=None, temperature=1.0, *, beta=0.5,
-                    chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def generalized_jsd(student_logits, teacher_logits, mask=None, temperature=1.0, *, beta=0.5, **driver):
     """Generalized Jensen-Shannon divergence, exactly TRL's `GKDTrainer.generalized_jsd_loss` convention
     (huggingface/trl, trl/trainer/gkd_trainer.py; Agarwal et al. 2024, GKD, Eq. 1):
 
@@ -177,47 +320,42 @@ def generalized_jsd(student_logits, teacher_logits, mask=None, temperature=1.0, 
     """
     _check_unit("beta", beta)
     return _reduce(partial(_generalized_jsd, beta=beta), student_logits, teacher_logits, mask, temperature,
-                   chunk_size, reduction)
+                   **driver)
 
 
-def symmetric_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, lam=0.5,
-                 chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def symmetric_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, lam=0.5, **driver):
     """(1 - lam) * KL(p || q) + lam * KL(q || p), DistiLLM's `symmetric_kl` convention
     (jongwooko/distillm, distillm/losses.py, whose default is lam=0.9): lam=0 is FKL, lam=1 is RKL."""
     _check_unit("lam", lam)
     return _reduce(partial(_symmetric_kl, lam=lam), student_logits, teacher_logits, mask, temperature,
-                   chunk_size, reduction)
+                   **driver)
 
 
-def skew_forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, alpha=0.1,
-                    chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def skew_forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, alpha=0.1, **driver):
     """Skew KL of DistiLLM (Ko et al. 2024): KL(p || alpha * p + (1 - alpha) * q), as in
     `skewed_forward_kl` of jongwooko/distillm distillm/losses.py (mixture weight `lam` on the teacher).
     alpha=0 is forward KL; gradients flow through q inside the mixture."""
     _check_unit("alpha", alpha)
     return _reduce(partial(_skew_forward_kl, alpha=alpha), student_logits, teacher_logits, mask, temperature,
-                   chunk_size, reduction)
+                   **driver)
 
 
-def skew_reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, alpha=0.1,
-                    chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def skew_reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, alpha=0.1, **driver):
     """Skew reverse KL of DistiLLM (Ko et al. 2024): KL(q || alpha * q + (1 - alpha) * p), as in
     `skewed_reverse_kl` of jongwooko/distillm distillm/losses.py (`mixed = (1-lam)*teacher + lam*student`):
     alpha is the share of the *student* in the mixture, so alpha=0 is reverse KL and the default 0.1 is a
     mildly skewed RKL. Gradients flow through q both outside and inside the mixture."""
     _check_unit("alpha", alpha)
     return _reduce(partial(_skew_reverse_kl, alpha=alpha), student_logits, teacher_logits, mask, temperature,
-                   chunk_size, reduction)
+                   **driver)
 
 
-def tvd(student_logits, teacher_logits, mask=None, temperature=1.0, *,
-        chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def tvd(student_logits, teacher_logits, mask=None, temperature=1.0, **driver):
     """Total variation distance 0.5 * sum_v |p - q|, in [0, 1]."""
-    return _reduce(_tvd, student_logits, teacher_logits, mask, temperature, chunk_size, reduction)
+    return _reduce(_tvd, student_logits, teacher_logits, mask, temperature, **driver)
 
 
-def akl(student_logits, teacher_logits, mask=None, temperature=1.0, *, mu=0.5,
-        chunk_size=DEFAULT_CHUNK_SIZE, reduction="mean"):
+def akl(student_logits, teacher_logits, mask=None, temperature=1.0, *, mu=0.5, **driver):
     """Adaptive KL of Wu et al. 2024, "Rethinking Kullback-Leibler Divergence in Knowledge Distillation for
     Large Language Models" (arXiv:2404.02657), following the authors' reference `get_ratio`/`AKL` in
     wutaiqiang/LLM_KD_AKL, AKL.py:
@@ -233,8 +371,7 @@ def akl(student_logits, teacher_logits, mask=None, temperature=1.0, *, mu=0.5,
     both weights are 0 (both KLs are 0 there anyway).
     """
     _check_unit("mu", mu)
-    return _reduce(partial(_akl, mu=mu), student_logits, teacher_logits, mask, temperature, chunk_size,
-                   reduction)
+    return _reduce(partial(_akl, mu=mu), student_logits, teacher_logits, mask, temperature, **driver)
 
 
 DIVERGENCES = {f.__name__: f for f in (forward_kl, reverse_kl, generalized_jsd, symmetric_kl, skew_forward_kl,

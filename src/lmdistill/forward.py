@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from lmdistill.data import IGNORE
+from lmdistill.divergences import Head
+from lmdistill.errors import UserError
 
 
 @dataclass
@@ -17,6 +19,7 @@ class ModelOutputs:
     logits: torch.Tensor                 # [N, V] at the N positions that predict a response token
     targets: torch.Tensor                # [N] the response tokens they predict
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # hidden_states index -> [N, d]
+    lm: nn.Module | None = None          # the model, for objectives that apply its own head (logit lens)
 
 
 def response_positions(labels):
@@ -33,6 +36,37 @@ def lm_head_logits(model, hidden):
     return logits
 
 
+# Where Hugging Face models keep the norm applied after the last decoder layer (Llama/Qwen/Mistral/Gemma: norm;
+# GPT-2: ln_f; GPT-NeoX and OPT: final_layer_norm; Phi: final_layernorm).
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "decoder.final_layer_norm")
+
+
+def final_norm(model):
+    """The model's final norm module; UserError when it has none we know of."""
+    for name in FINAL_NORM_NAMES:
+        try:
+            return model.base_model.get_submodule(name)
+        except AttributeError:
+            continue
+    raise UserError(f"cannot find the final norm of {type(model).__name__} (looked for base_model."
+                    f"{', base_model.'.join(FINAL_NORM_NAMES)}); set final_norm: false for its logit lens")
+
+
+def lens_input(model, hidden, layer, use_final_norm):
+    """What the LM head reads for the logit lens at hidden_states[layer]: the final norm applied (when
+    use_final_norm), except at the last layer, which Hugging Face models return already normalised."""
+    if use_final_norm and layer < model.config.num_hidden_layers:
+        return final_norm(model)(hidden)
+    return hidden
+
+
+def output_head(model, vocab_size):
+    """A `Head`: the model's own LM head (soft-capping included), keeping the first vocab_size columns."""
+    head = model.get_output_embeddings()
+    return Head(lambda hidden: lm_head_logits(model, hidden)[:, :vocab_size],
+                tuple(p for p in head.parameters() if p.requires_grad))
+
+
 class ResponseLM(nn.Module):
     def __init__(self, lm, vocab_size=None):
         super().__init__()
@@ -47,7 +81,7 @@ class ResponseLM(nn.Module):
         if self.vocab_size is not None:
             logits = logits[:, :self.vocab_size]
         hidden = {layer: out.hidden_states[layer][:, :-1][where] for layer in layers}
-        return ModelOutputs(logits, labels[:, 1:][where], hidden)
+        return ModelOutputs(logits, labels[:, 1:][where], hidden, self.lm)
 
 
 class OnlineTeacher:

@@ -9,3 +9,23 @@ def uniform_pairs(n_teacher, n_student, k=5):
     """
     k = max(1, min(k, n_student - 1, n_teacher - 1))
     return [(round(i * n_teacher / (k + 1)), round(i * n_student / (k + 1))) for i in range(1, k + 1)]
+
+
+def check_spec(spec):
+    """ValueError unless spec is 'last', 'uniform:K' or a list of [teacher, student] pairs."""
+    if isinstance(spec, str) and spec != "last" and not (spec.startswith("uniform:") and spec[8:].isdigit()
+                                                         and int(spec[8:]) > 0):
+        raise ValueError(f"layers must be 'last', 'uniform:K' (K > 0) or a list of [teacher, student] pairs, "
+                         f"got {spec!r}")
+    if isinstance(spec, list) and not spec:
+        raise ValueError("layers: give at least one [teacher, student] pair")
+    return spec
+
+
+def layer_pairs(spec, n_teacher, n_student):
+    """(teacher, student) hidden_states indices from 'last', 'uniform:K' or explicit pairs."""
+    if spec == "last":
+        return [(n_teacher, n_student)]
+    if isinstance(spec, str):
+        return uniform_pairs(n_teacher, n_student, int(spec.split(":", 1)[1]))
+    return [tuple(p) for p in spec]

@@ -4,6 +4,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmdistill.errors import UserError, did_you_mean
+from lmdistill.layermap import layer_pairs
 
 OBJECTIVES: dict[str, type["Objective"]] = {}
 
@@ -58,3 +59,19 @@ class Objective:
     def loss(self, student, teacher, batch) -> torch.Tensor:
         """Sum of the per-token loss over response positions."""
         raise NotImplementedError
+
+
+class LayerPairs:
+    """Mixin for objectives over (teacher layer, student layer) pairs: `self.pairs` from `params.layers`, and the
+    layers each model must return."""
+
+    def __init__(self, params, context):
+        super().__init__(params, context)
+        self.pairs = layer_pairs(params.layers, context.teacher_config.num_hidden_layers,
+                                 context.student_config.num_hidden_layers)
+
+    def teacher_layers(self):
+        return tuple(t for t, _ in self.pairs)
+
+    def student_layers(self):
+        return tuple(s for _, s in self.pairs)

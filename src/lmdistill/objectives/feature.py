@@ -22,8 +22,8 @@ from lmdistill.data import in_batches
 from lmdistill.errors import UserError
 from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
-from lmdistill.layermap import uniform_pairs
-from lmdistill.objectives.base import Objective, ObjectiveParams, register
+from lmdistill.layermap import check_spec
+from lmdistill.objectives.base import LayerPairs, Objective, ObjectiveParams, register
 
 
 class FeatureParams(ObjectiveParams):
@@ -42,31 +42,19 @@ class FeatureParams(ObjectiveParams):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if isinstance(self.layers, str) and self.layers != "last" and not self.layers.startswith("uniform:"):
-            raise ValueError(f"layers must be 'last', 'uniform:K' or a list of [teacher, student] pairs, "
-                             f"got {self.layers!r}")
+        check_spec(self.layers)
         if (self.selector == "none") != (self.metric == "cka"):
             raise ValueError("metric cka compares full widths: use it with selector none (and only then)")
         return self
 
 
-def layer_pairs(spec, n_teacher, n_student):
-    if spec == "last":
-        return [(n_teacher, n_student)]
-    if isinstance(spec, str):
-        return uniform_pairs(n_teacher, n_student, int(spec.split(":", 1)[1]))
-    return [tuple(p) for p in spec]
-
-
 @register
-class FeatureKD(Objective):
+class FeatureKD(LayerPairs, Objective):
     name = "feature"
     Params = FeatureParams
 
     def __init__(self, params, context):
         super().__init__(params, context)
-        self.pairs = layer_pairs(params.layers, context.teacher_config.num_hidden_layers,
-                                 context.student_config.num_hidden_layers)
         self.d_teacher, self.d_student = context.teacher_config.hidden_size, context.student_config.hidden_size
         if params.selector not in ("projection", "none") and self.d_student > self.d_teacher:
             raise UserError(f"selector {params.selector} keeps d_S={self.d_student} of the teacher's "
@@ -81,12 +69,6 @@ class FeatureKD(Objective):
                 torch.manual_seed(params.seed)
                 self.projections = torch.nn.ModuleList(torch.nn.Linear(self.d_student, self.d_teacher, bias=False)
                                                        for _ in self.pairs)
-
-    def teacher_layers(self):
-        return tuple(t for t, _ in self.pairs)
-
-    def student_layers(self):
-        return tuple(s for _, s in self.pairs)
 
     def trainable_modules(self):
         return list(self.projections)

@@ -7,13 +7,14 @@ from lmdistill import divergences
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
 
 
-class LogitKDParams(ObjectiveParams):
-    name: Literal["logit_kd"] = "logit_kd"
+class DivergenceParams(ObjectiveParams):
+    """An objective built on a divergence from `lmdistill.divergences` (final logits, or the logit lens)."""
     divergence: str = "forward_kl"
     temperature: float = Field(1.0, gt=0)
     t2_scaling: bool = Field(True, description="multiply by T^2 so gradient scale does not shrink with T (Hinton et al.)")
     chunk_size: int = Field(1024, gt=0, description="positions per chunk: bounds memory for large vocabularies")
-    params: dict[str, Any] = Field(default_factory=dict, description="divergence parameters, e.g. {beta: 0.5}")
+    params: dict[str, Any] = Field(default_factory=dict, description="divergence parameters, e.g. {beta: 0.5}; "
+                                   "defaults are filled in")
 
     @field_validator("divergence")
     @classmethod
@@ -24,11 +25,20 @@ class LogitKDParams(ObjectiveParams):
     @model_validator(mode="after")
     def _divergence_params(self):
         signature = inspect.signature(divergences.get_divergence(self.divergence)).parameters
-        allowed = [n for n, p in signature.items() if p.kind == p.KEYWORD_ONLY and n not in ("chunk_size", "reduction")]
+        own = {n: p.default for n, p in signature.items() if p.kind == p.KEYWORD_ONLY}
         for key in self.params:
-            if key not in allowed:
-                raise ValueError(f"{self.divergence} has no parameter '{key}'; its parameters: {allowed or 'none'}")
+            if key not in own:
+                raise ValueError(f"{self.divergence} has no parameter '{key}'; its parameters: {list(own) or 'none'}")
+        self.params = {**own, **self.params}  # the resolved config shows every value used
         return self
+
+    def scale(self, value):
+        """T^2 * value when t2_scaling, else value."""
+        return value * self.temperature ** 2 if self.t2_scaling else value
+
+
+class LogitKDParams(DivergenceParams):
+    name: Literal["logit_kd"] = "logit_kd"
 
 
 @register
@@ -43,6 +53,5 @@ class LogitKD(Objective):
 
     def loss(self, student, teacher, batch):
         p = self.params
-        value = self.divergence(student.logits, teacher.logits, temperature=p.temperature,
-                                chunk_size=p.chunk_size, reduction="sum", **p.params)
-        return value * p.temperature ** 2 if p.t2_scaling else value
+        return p.scale(self.divergence(student.logits, teacher.logits, temperature=p.temperature,
+                                       chunk_size=p.chunk_size, reduction="sum", **p.params))

@@ -1,5 +1,10 @@
 """Named objective lists: `objectives: flexkd` in a config expands to the list below (the resolved config
-shows the expansion). Feature-loss weights are not given by the Flex-KD papers; 1.0 is our default."""
+shows the expansion). Feature-loss weights are not given by the Flex-KD papers; 1.0 is our default.
+
+DistillLens's total loss is (1 - kd_ratio) CE + kd_ratio (KD + lambda_lens * lens). `distillens` is its shipped
+config: kd_ratio 1 (no CE), reverse KL on the final logits, lambda_lens 1. `distillens+ce` keeps half CE
+(kd_ratio 0.5) like the `kd` baseline here and the KD baselines of its own repository, for like-for-like
+comparisons."""
 from lmdistill.errors import UserError, did_you_mean
 
 PRESETS = {
@@ -11,6 +16,9 @@ PRESETS = {
                   {"name": "feature", "weight": 1.0, "selector": "flexkd", "metric": "pearson"}],
     "projection": [{"name": "ce", "weight": 1.0},
                    {"name": "feature", "weight": 1.0, "selector": "projection", "metric": "mse"}],
+    "distillens": [{"name": "logit_kd", "weight": 1.0, "divergence": "reverse_kl"}, {"name": "lens", "weight": 1.0}],
+    "distillens+ce": [{"name": "ce", "weight": 0.5}, {"name": "logit_kd", "weight": 0.5, "divergence": "reverse_kl"},
+                      {"name": "lens", "weight": 0.5}],
     "cka": [{"name": "ce", "weight": 1.0}, {"name": "feature", "weight": 1.0, "selector": "none", "metric": "cka"}],
 }
 

@@ -1,0 +1,266 @@
+"""DistillLens's logit-lens objective: the chunked lens loss against naive float64 references (real runs: test_lens_runs)."""
+import weakref
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from lmdistill import divergences as D
+from lmdistill.build import ObjectiveContext
+from lmdistill.config import build_config
+from lmdistill.data import IGNORE
+from lmdistill.errors import UserError
+from lmdistill.forward import ResponseLM, final_norm
+from lmdistill.objectives import build_objectives
+from divergence_reference import per_position
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -----------------------------------------------------------------------------
+# the chunked projection + divergence (divergences with heads) against the naive float64 computation
+
+B, L, DS, DT, V = 3, 7, 6, 10, 40
+DIVERGENCES = [("generalized_jsd", {"beta": 0.5}), ("reverse_kl", {}), ("forward_kl", {}), ("symmetric_kl", {"lam": 0.3}),
+               ("tvd", {}), ("skew_forward_kl", {"alpha": 0.1})]
+IDS = [n for n, _ in DIVERGENCES]
+
+
+def make(seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    hs, ht = torch.randn(B, L, DS, generator=g), torch.randn(B, L, DT, generator=g)
+    ws, bs = torch.randn(V, DS, generator=g), torch.randn(V, generator=g)
+    wt = torch.randn(V, DT, generator=g)
+    mask = torch.rand(B, L, generator=g) < 0.7
+    weights = torch.rand(B, L, generator=g) + 0.5
+    return [x.to(dtype) for x in (hs, ht, ws, bs, wt)] + [mask, weights]
+
+
+def chunked(name, params, hs, ht, ws, bs, wt, mask, weights, chunk_size, temperature=1.0):
+    """Value and gradients (hs, ws, bs) of the chunked loss; the teacher's inputs and weights ask for gradients too."""
+    hs, ws, bs, ht, wt = (x.clone().requires_grad_(True) for x in (hs, ws, bs, ht, wt))
+    student_head = D.Head(lambda h: h @ ws.T + bs, (ws, bs))
+    teacher_head = D.Head(lambda h: h @ wt.T, (wt,))
+    value = D.get_divergence(name)(hs, ht, mask, temperature, chunk_size=chunk_size, weights=weights,
+                                   student_head=student_head, teacher_head=teacher_head, **params)
+    value.backward()
+    assert ht.grad is None and wt.grad is None  # nothing reaches the teacher
+    return value.detach(), hs.grad, ws.grad, bs.grad
+
+
+def naive(name, params, hs, ht, ws, bs, wt, mask, weights, temperature=1.0):
+    """The whole [B, L, V] logits in float64, the divergence per position, the weighted mean over the mask."""
+    hs, ws, bs = (x.detach().double().requires_grad_(True) for x in (hs, ws, bs))
+    s = (hs @ ws.T + bs) / temperature
+    t = ht.double() @ wt.double().T / temperature
+    per = per_position(name, s, t, **params)
+    value = (per * weights.double())[mask].sum() / mask.sum()
+    value.backward()
+    return value.detach(), hs.grad, ws.grad, bs.grad
+
+
+def rel(a, b):
+    return ((a.double() - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("name,params", DIVERGENCES, ids=IDS)
+def test_chunked_lens_loss_matches_naive_float64(name, params):
+    inputs = make(0)
+    n = int(inputs[-2].sum())
+    assert n % 3 and n % 5  # chunk sizes that do not divide the number of positions
+    want = naive(name, params, *inputs, temperature=2.0)
+    for chunk_size in (1, 3, 5, n, 1000):
+        got = chunked(name, params, *inputs, chunk_size=chunk_size, temperature=2.0)
+        assert abs(got[0].item() - want[0].item()) <= 1e-5 * abs(want[0].item())
+        for g, w in zip(got[1:], want[1:]):
+            assert rel(g, w) <= 1e-5, (chunk_size, rel(g, w))
+    # float64 inputs: the same computation, exact to float64 rounding
+    got = chunked(name, params, *make(0, torch.float64), chunk_size=3, temperature=2.0)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+    for g, w in zip(got[1:], want[1:]):
+        torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,params", DIVERGENCES[:2], ids=IDS[:2])
+def test_masked_positions_are_ignored(name, params):
+    hs, ht, ws, bs, wt, mask, weights = make(1)
+    value, grad_hs, _, _ = chunked(name, params, hs, ht, ws, bs, wt, mask, weights, chunk_size=4)
+    assert (grad_hs[~mask] == 0).all() and (grad_hs[mask] != 0).any()
+    hs2, ht2, weights2 = hs.clone(), ht.clone(), weights.clone()
+    hs2[~mask], ht2[~mask], weights2[~mask] = 1e3, float("nan"), float("nan")
+    value2 = chunked(name, params, hs2, ht2, ws, bs, wt, mask, weights2, chunk_size=4)[0]
+    assert torch.equal(value, value2)
+
+
+def test_weights_scale_positions():
+    hs, ht, ws, bs, wt, mask, _ = make(2)
+    ones = torch.ones(B, L)
+    base = chunked("generalized_jsd", {"beta": 0.5}, hs, ht, ws, bs, wt, mask, ones, chunk_size=4)
+    doubled = chunked("generalized_jsd", {"beta": 0.5}, hs, ht, ws, bs, wt, mask, 2 * ones, chunk_size=4)
+    for a, b in zip(base, doubled):
+        torch.testing.assert_close(2 * a, b)
+    unweighted = D.generalized_jsd(hs, ht, mask, chunk_size=4, student_head=D.Head(lambda h: h @ ws.T + bs),
+                                   teacher_head=D.Head(lambda h: h @ wt.T))
+    torch.testing.assert_close(unweighted, base[0])
+
+
+def test_no_vocab_sized_tensor_is_held_between_forward_and_backward():
+    # SmolLM2's vocabulary: what the graph holds from forward to backward is the gradient w.r.t. the inputs and the
+    # head's parameters, never the [positions x vocab] lens logits (or any chunk's intermediates)
+    g = torch.Generator().manual_seed(3)
+    n, d, vocab = 40, 8, 49152
+    hs = torch.randn(n, d, generator=g).requires_grad_(True)
+    ht = torch.randn(n, d, generator=g)
+    ws = torch.randn(vocab, d, generator=g).requires_grad_(True)
+    wt = torch.randn(vocab, d, generator=g)
+    saved = []
+
+    def pack(x):
+        saved.append(weakref.ref(x))
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        value = D.generalized_jsd(hs, ht, chunk_size=16, student_head=D.Head(lambda h: h @ ws.T, (ws,)),
+                                  teacher_head=D.Head(lambda h: h @ wt.T))
+    held = [x for x in (r() for r in saved) if x is not None]
+    assert all(x.shape[-1] != vocab for x in held if x.ndim == 2 and x.shape[0] != vocab)
+    assert sum(x.numel() for x in held) <= n * d + vocab * d  # grad_hs + grad_ws: 9 x vocab, not 40 x vocab
+    value.backward()
+    assert hs.grad.shape == hs.shape and ws.grad.shape == ws.shape
+
+
+def test_heads_must_give_the_same_vocabulary():
+    hs, ht, ws, bs, wt, mask, _ = make(4)
+    student_head, teacher_head = D.Head(lambda h: h @ ws.T), D.Head(lambda h: h @ wt.T)
+    with pytest.raises(ValueError, match="same shape"):
+        D.generalized_jsd(hs, ht, mask, student_head=student_head, teacher_head=D.Head(lambda h: (h @ wt.T)[:, :-1]))
+    with pytest.raises(ValueError, match="positions' shape"):
+        D.generalized_jsd(hs, ht[:, :-1], student_head=student_head, teacher_head=teacher_head)
+
+
+# -----------------------------------------------------------------------------
+# the lens objective on tiny Hugging Face models against the full forward pass in float64
+
+VOCAB = 96  # shared; the student pads its embedding to 128 rows
+
+
+def tiny_llama(layers, hidden, vocab_rows, seed):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_rows, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                         tie_word_embeddings=True, rms_norm_eps=1e-6, initializer_range=0.3)  # logits far from uniform
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # non-trivial norm weights, so that applying the final norm or not matters
+        for module in model.modules():
+            if "RMSNorm" in type(module).__name__:
+                module.weight.uniform_(0.5, 1.5)
+    return model
+
+
+def batch(seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (3, 9), generator=g)
+    labels = ids.clone()
+    labels[:, :4] = IGNORE  # prompt
+    labels[1, 7:] = IGNORE  # padding
+    attention = torch.ones_like(ids)
+    attention[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+
+
+def lens_objective(teacher, student, **params):
+    context = ObjectiveContext(teacher.config, student.config, VOCAB)
+    return build_objectives([build_config({"objectives": [{"name": "lens", **params}]}).objectives[0]], context)[0]
+
+
+def lens_reference(teacher, student, data, pairs, final_norm_on, weights, name="generalized_jsd", params=None):
+    """Float64 copies of both models, full hidden states, every position's lens logits; mean over response tokens,
+    weighted mean over pairs. Returns the loss and its gradient for each student parameter."""
+    t64, s64 = [type(m)(m.config).double() for m in (teacher, student)]
+    t64.load_state_dict(teacher.state_dict())
+    s64.load_state_dict(student.state_dict())
+    where = data["labels"][:, 1:] != IGNORE
+    t_hidden = t64(data["input_ids"], attention_mask=data["attention_mask"], output_hidden_states=True).hidden_states
+    s_hidden = s64(data["input_ids"], attention_mask=data["attention_mask"], output_hidden_states=True).hidden_states
+
+    def lens(model, hidden, layer):
+        h = hidden[layer][:, :-1][where]
+        if final_norm_on and layer < model.config.num_hidden_layers:
+            h = model.model.norm(h)
+        return model.lm_head(h)[:, :VOCAB]
+
+    loss = 0.0
+    for (t, s), w in zip(pairs, weights):
+        per = per_position(name, lens(s64, s_hidden, s), lens(t64, t_hidden, t).detach(), **(params or {"beta": 0.5}))
+        loss = loss + w / sum(weights) * per.mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in s64.named_parameters()}
+
+
+def objective_value_and_grads(objective, teacher, student, data):
+    student.zero_grad()
+    s_lm, t_lm = ResponseLM(student, VOCAB), ResponseLM(teacher, VOCAB)
+    s = s_lm(data["input_ids"], data["attention_mask"], data["labels"], objective.student_layers())
+    with torch.no_grad():
+        t = t_lm(data["input_ids"], data["attention_mask"], data["labels"], objective.teacher_layers())
+    total = objective.loss(s, t, data)
+    (total / len(s.targets)).backward()
+    return total.item() / len(s.targets), {n: p.grad for n, p in student.named_parameters()}
+
+
+def assert_matches(value, grads, ref_value, ref_grads):
+    assert abs(value - ref_value.item()) <= 1e-5 * abs(ref_value.item())
+    for name, g in ref_grads.items():
+        if g is None:  # a layer above every mapped student layer
+            assert grads[name] is None or not grads[name].any(), name
+        else:
+            assert rel(grads[name], g) <= 1e-5, (name, rel(grads[name], g))
+
+
+@pytest.mark.parametrize("final_norm_on", [True, False])
+def test_lens_objective_matches_full_forward_reference(final_norm_on):
+    teacher, student = tiny_llama(6, 24, VOCAB, 0), tiny_llama(3, 16, 128, 1)
+    for p in teacher.parameters():
+        p.requires_grad_(True)  # a teacher that could take gradients gets none
+    data = batch(0)
+    objective = lens_objective(teacher, student, final_norm=final_norm_on, chunk_size=5)
+    assert objective.pairs == [(2, 1), (4, 2)]  # uniform, the final layer excluded (k clamped to n_S - 1 = 2)
+    value, grads = objective_value_and_grads(objective, teacher, student, data)
+    ref_value, ref_grads = lens_reference(teacher, student, data, objective.pairs, final_norm_on, [1, 1])
+    assert_matches(value, grads, ref_value, ref_grads)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_pair_weights_layers_and_divergence_choice():
+    teacher, student = tiny_llama(6, 24, VOCAB, 2), tiny_llama(3, 16, 128, 3)
+    data = batch(1)
+    pairs = [[1, 1], [3, 2], [5, 2]]
+    objective = lens_objective(teacher, student, layers=pairs, pair_weights=[1.0, 0.0, 3.0], divergence="symmetric_kl",
+                               params={"lam": 0.3}, chunk_size=7)
+    value, grads = objective_value_and_grads(objective, teacher, student, data)
+    ref_value, ref_grads = lens_reference(teacher, student, data, [tuple(p) for p in pairs], True, [1.0, 0.0, 3.0],
+                                          "symmetric_kl", {"lam": 0.3})
+    assert_matches(value, grads, ref_value, ref_grads)
+
+
+def test_last_layer_lens_is_the_final_logits():
+    # Hugging Face returns the last hidden state already normalised: the lens there must not apply the norm twice,
+    # so a lens pair (n_T, n_S) equals logit KD with the same divergence on the final logits
+    teacher, student = tiny_llama(4, 24, VOCAB, 4), tiny_llama(2, 16, 128, 5)
+    data = batch(2)
+    objective = lens_objective(teacher, student, layers="last", final_norm=True)
+    value, _ = objective_value_and_grads(objective, teacher, student, data)
+    s = ResponseLM(student, VOCAB)(data["input_ids"], data["attention_mask"], data["labels"])
+    t = ResponseLM(teacher, VOCAB)(data["input_ids"], data["attention_mask"], data["labels"])
+    assert value == pytest.approx(D.generalized_jsd(s.logits, t.logits).item(), rel=1e-6)
+
+
+def test_final_norm_is_found_or_refused():
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0))
+    assert final_norm(gpt2) is gpt2.transformer.ln_f
+    assert final_norm(tiny_llama(2, 16, 50, 0)).__class__.__name__ == "LlamaRMSNorm"
+
+    class NoNorm(torch.nn.Module):
+        base_model = torch.nn.Linear(2, 2)
+    with pytest.raises(UserError, match="cannot find the final norm of NoNorm.*final_norm: false"):
+        final_norm(NoNorm())
