@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lmdistill.cli import main
-from conftest import tiny_config, write_jsonl
+from conftest import tiny_config
 
 
 def run_cli(args, capsys):

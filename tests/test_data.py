@@ -3,7 +3,6 @@ import pytest
 from lmdistill.config import DataConfig
 from lmdistill.data import IGNORE, BatchOrder, collate, encode, read_records
 from lmdistill.errors import UserError
-from conftest import write_jsonl
 
 
 def test_read_records_line_numbered_errors(tmp_path):

@@ -1,5 +1,4 @@
 """The `train` and `eval` jobs: build parts, run, write outputs into the run directory."""
-import json
 import random
 import resource
 import shlex
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from lmdistill.build import build_parts, wrap
 from lmdistill.config import build_config, read_yaml, save_config

@@ -20,7 +20,7 @@ def metrics_table(rows):
 
 
 def render_report(result, facts):
-    parts = [f"# lmdistill report\n",
+    parts = ["# lmdistill report\n",
              f"Held-out split `{result['split']}`: {result['examples']} examples, {result['response_tokens']} "
              f"response tokens, task: {result['task']}. CE and KL are teacher-forced on response tokens "
              f"(the primary metrics); ROUGE-L is of generations, beside trivial baselines.\n",
