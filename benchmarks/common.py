@@ -1,11 +1,42 @@
-"""Statistics shared by the benchmark scripts: mean ± std over seeds and paired differences."""
+"""Shared by the benchmark scripts: one training cell, mean ± std over seeds, paired differences, the report header."""
+import datetime
+import platform
+import shlex
 import statistics
+import sys
+import time
 
 
 def mean_std(values):
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def paired(by, name, reference, key, seeds):
     """mean ± std over seeds of by[(name, seed)][key] - by[(reference, seed)][key]: same init and data order."""
     return mean_std([by[(name, s)][key] - by[(reference, s)][key] for s in seeds])
+
+
+def per_seed(by, name, reference, key, seeds):
+    """The paired differences seed by seed, e.g. '+0.012 / -0.003 / +0.020'."""
+    return " / ".join(f"{by[(name, s)][key] - by[(reference, s)][key]:+.3f}" for s in seeds)
+
+
+def train_cell(objectives, run_dir, seed, steps, eval_examples, config_file="configs/demo.yaml"):
+    """Train config_file's student with these objectives; dev CE and KL(T||S) per response token, and seconds."""
+    from lmdistill.config import load_config
+    from lmdistill.run import train
+    config = load_config(config_file, [
+        f"run_dir={run_dir}", f"seed={seed}", f"train.steps={steps}", "train.eval_every=0",
+        f"eval.max_examples={eval_examples}", "eval.generate=false", "eval.split=dev"])
+    config.objectives = type(config).model_validate({**config.model_dump(), "objectives": objectives}).objectives
+    started = time.time()
+    row = train(config, overwrite=True, log=lambda *_: None)["metrics"]["student"]
+    return {"ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started}
+
+
+def header(title):
+    """Title, the command that is running, machine and date."""
+    return (f"# {title}\n\ncommand: `{shlex.join([sys.executable.split('/')[-1], *sys.argv])}`\n"
+            f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores; date: {datetime.date.today()}\n\n")

@@ -9,18 +9,11 @@ over seeds and the paired difference to flexkd.
         --out benchmarks/results/feature_selectors_300
 """
 import argparse
-import datetime
 import json
-import platform
-import shlex
 import statistics
-import sys
-import time
 from pathlib import Path
 
-from common import mean_std, paired
-from lmdistill.config import load_config
-from lmdistill.run import train
+from common import header, mean_std, paired, train_cell
 
 METHODS = {
     "sft": [{"name": "ce", "weight": 1.0}],
@@ -30,19 +23,12 @@ METHODS = {
 
 
 def run(method, seed, args):
-    out = Path(args.out) / "runs" / f"{method}-seed{seed}"
-    config = load_config("configs/demo.yaml", [
-        f"run_dir={out}", f"seed={seed}", f"train.steps={args.steps}", "train.eval_every=0",
-        f"eval.max_examples={args.eval_examples}", "eval.generate=false", "eval.split=dev"])
     objectives = [dict(o) for o in METHODS[method]]
     for o in objectives:
         if o["name"] == "feature" and o["selector"] != "projection":
             o["selection_file"] = str(Path(args.out) / "selection" / f"{o['selector']}.safetensors")
-    config.objectives = type(config).model_validate({**config.model_dump(), "objectives": objectives}).objectives
-    started = time.time()
-    result = train(config, overwrite=True, log=lambda *_: None)
-    row = result["metrics"]["student"]
-    return {"method": method, "seed": seed, "ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started}
+    row = train_cell(objectives, Path(args.out) / "runs" / f"{method}-seed{seed}", seed, args.steps, args.eval_examples)
+    return {"method": method, "seed": seed, **row}
 
 
 def table(rows, seeds):
@@ -72,9 +58,7 @@ def main():
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
-    report = (f"# Feature selectors at equal budget\n\ncommand: `{shlex.join([sys.executable.split('/')[-1], *sys.argv])}`\n"
-              f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores; date: "
-              f"{datetime.date.today()}\n\nStudent: configs/demo.yaml's fresh 6x256 llama, {args.steps} steps x batch 8, "
+    report = (header("Feature selectors at equal budget") + f"Student: configs/demo.yaml's fresh 6x256 llama, {args.steps} steps x batch 8, "
               f"define-word; metrics on {args.eval_examples} dev examples (teacher-forced, per response token); "
               f"seeds {args.seeds}; feature = pearson on the last layer, weight 1.0, beside CE 1.0; selections from the "
               f"first 256 training examples, computed once per selector (`selection/`; the first seed's run includes that pass).\n\n"

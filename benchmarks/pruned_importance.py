@@ -8,16 +8,12 @@ before training and after, mean +/- std over seeds, and the paired difference to
     .venv/bin/python benchmarks/pruned_importance.py --steps 200 --seeds 0 1 2
 """
 import argparse
-import datetime
 import json
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 from lmdistill.build import build_parts, wrap
-from common import mean_std, paired
+from common import header, mean_std, paired
 from lmdistill.config import load_config
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.run import train
@@ -82,9 +78,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.json").write_text(json.dumps({"before": starts, "after": rows}, indent=1))
-    report = (f"# Cutting a student from the teacher: which directions to keep\n\n"
-              f"command: `{shlex.join([sys.executable.split('/')[-1], *sys.argv])}`\n"
-              f"machine: {platform.machine()}, 2 cores; date: {datetime.date.today()}\n\n"
+    report = (header("Cutting a student from the teacher: which directions to keep") +
               f"Student: layers [0, 4, 8, 12, 17, 21, 25, 29] of SmolLM2-135M-Instruct, 252 of 576 residual dims "
               f"(student.from_teacher, 256 calibration examples); trained with CE alone (objectives: sft), "
               f"{args.steps} steps x batch 8 at configs/demo.yaml's lr, define-word; metrics on {args.eval_examples} "
