@@ -29,7 +29,8 @@ class LensParams(DivergenceParams):
     final_norm: bool = Field(True, description="apply each model's final norm before its LM head (the canonical "
                              "logit lens, our default); false feeds the raw residual stream to the head, as "
                              "DistillLens's reference code does. On SmolLM2 the raw intermediate states are 2-10x the "
-                             "norm of the final one, and their lens is near one-hot on wrong tokens (README)")
+                             "norm of the final one, their lens is near one-hot on wrong tokens, and a raw lens loss "
+                             "stayed saturated at ln 2 through training (README)")
     pair_weights: list[float] | None = Field(None, description="one weight >= 0 per layer pair; default equal")
     chunk_size: int = Field(128, gt=0, description="positions per chunk (all pairs' rows together); 64-128 was "
                             "fastest on 2 CPU cores at SmolLM2's vocabulary, larger chunks suit GPUs")
