@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: one training cell, mean ± std over seeds, paired differences, the report header."""
+import argparse
 import datetime
 import platform
 import shlex
@@ -21,6 +22,19 @@ def paired(by, name, reference, key, seeds):
 def per_seed(by, name, reference, key, seeds):
     """The paired differences seed by seed, e.g. '+0.012 / -0.003 / +0.020'."""
     return " / ".join(f"{by[(name, s)][key] - by[(reference, s)][key]:+.3f}" for s in seeds)
+
+
+def grid_parser(doc, steps, out, methods=None):
+    """The arguments every seed x method benchmark takes: --steps, --seeds, --methods (when given), --eval-examples,
+    --out."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    if methods is not None:
+        p.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
+    p.add_argument("--eval-examples", type=int, default=200)
+    p.add_argument("--out", default=out)
+    return p
 
 
 def train_cell(objectives, run_dir, seed, steps, eval_examples, config_file="configs/demo.yaml"):

@@ -9,11 +9,10 @@ Every method trains the same fresh student (same init and data order per seed: p
 
     .venv/bin/python benchmarks/distillens.py --steps 300 --seeds 0 1 2
 """
-import argparse
 import json
 from pathlib import Path
 
-from common import header, mean_std, paired, per_seed, train_cell
+from common import grid_parser, header, mean_std, paired, per_seed, train_cell
 from lmdistill.objectives.presets import expand_preset
 
 RKL = {"name": "logit_kd", "divergence": "reverse_kl"}
@@ -54,12 +53,7 @@ def table(rows, seeds):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--eval-examples", type=int, default=200)
-    p.add_argument("--out", default="benchmarks/results/distillens")
+    p = grid_parser(__doc__, steps=300, out="benchmarks/results/distillens", methods=METHODS)
     p.add_argument("--report-only", action="store_true", help="write the report from the finished cells, train nothing")
     args = p.parse_args()
     out = Path(args.out)

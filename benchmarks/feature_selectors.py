@@ -8,12 +8,11 @@ over seeds and the paired difference to flexkd.
     .venv/bin/python benchmarks/feature_selectors.py --steps 300 --seeds 0 1 2 \
         --out benchmarks/results/feature_selectors_300
 """
-import argparse
 import json
 import statistics
 from pathlib import Path
 
-from common import header, mean_std, paired, train_cell
+from common import grid_parser, header, mean_std, paired, train_cell
 
 METHODS = {
     "sft": [{"name": "ce", "weight": 1.0}],
@@ -44,12 +43,7 @@ def table(rows, seeds):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--eval-examples", type=int, default=200)
-    p.add_argument("--out", default="benchmarks/results/feature_selectors")
+    p = grid_parser(__doc__, steps=150, out="benchmarks/results/feature_selectors", methods=METHODS)
     args = p.parse_args()
     rows = []
     for seed in args.seeds:

@@ -7,13 +7,12 @@ before training and after, mean +/- std over seeds, and the paired difference to
 
     .venv/bin/python benchmarks/pruned_importance.py --steps 200 --seeds 0 1 2
 """
-import argparse
 import json
 import time
 from pathlib import Path
 
 from lmdistill.build import build_parts, wrap
-from common import header, mean_std, paired
+from common import grid_parser, header, mean_std, paired
 from lmdistill.config import load_config
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.run import train
@@ -62,11 +61,7 @@ def table(starts, rows, seeds):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--eval-examples", type=int, default=200)
-    p.add_argument("--out", default="benchmarks/results/pruned_importance")
+    p = grid_parser(__doc__, steps=200, out="benchmarks/results/pruned_importance")
     args = p.parse_args()
     starts = [before_training(name, args) for name in IMPORTANCES]
     print(json.dumps(starts), flush=True)

@@ -175,7 +175,7 @@ def _closed_form(fn):
 class Head:
     """Maps hidden states [c, d] to logits [c, V] inside each chunk (a logit lens, or a model's own LM head), so
     the full [N, V] logits never exist. `params` are the tensors it reads that may need gradients (a student's
-    LM head and final norm); a teacher's head runs without gradients."""
+    LM head weights); a teacher's head runs without gradients."""
     fn: Callable[[torch.Tensor], torch.Tensor]
     params: tuple = ()
 
