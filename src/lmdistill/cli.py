@@ -1,4 +1,4 @@
-"""Command line: `lmdistill train|select|eval|info|prepare`. User mistakes print one line and exit 2."""
+"""Command line: `lmdistill train|select|eval|compare|info|prepare`. User mistakes print one line and exit 2."""
 import argparse
 import os
 import sys
@@ -30,6 +30,13 @@ def cmd_select(args):
 def cmd_eval(args):
     from lmdistill.run import evaluate_run
     evaluate_run(args.run_dir, args.set, student=args.student, split=args.split)
+
+
+def cmd_compare(args):
+    from lmdistill.compare import run_compare
+    from functools import partial
+    run_compare(args.config, quick=args.quick, report_only=args.report_only, online=args.online,
+                log=partial(print, flush=True))  # progress shows up at once when stdout is a file
 
 
 def cmd_info(args):
@@ -91,6 +98,19 @@ def parser():
     e.add_argument("--student", help="evaluate this model directory instead of the run's student/")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="train and evaluate methods x seeds (x tasks), report paired differences",
+                       description="Run the grid of a compare file (see benchmarks/methods.yaml): every method x seed "
+                                   "(x task) over one teacher, student recipe and budget, paired by seed. The teacher "
+                                   "is computed once per task into a verified cache (or online with --online); each "
+                                   "cell runs `lmdistill train` in its own process; finished cells are not rerun. "
+                                   "Writes report.md (mean +/- std, paired differences with 95 %% intervals), "
+                                   "compare-TASK.png, rows.json and cells/ to the compare file's run_dir.")
+    c.add_argument("config", help="compare YAML file")
+    c.add_argument("--quick", action="store_true", help="run the file's smaller quick: grid (into RUN_DIR-quick)")
+    c.add_argument("--report-only", action="store_true", help="write the report from the finished cells, train nothing")
+    c.add_argument("--online", action="store_true", help="run the teacher online in every cell (exact, slower)")
+    c.set_defaults(func=cmd_compare)
 
     i = sub.add_parser("info", help="describe a model and suggest a layer map",
                        description="Print a model's architecture, hidden size, layers, heads, vocabulary and "

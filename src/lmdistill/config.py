@@ -73,6 +73,15 @@ class TeacherConfig(Strict):
     trust_remote_code: bool = False
 
 
+class TeacherCacheConfig(Strict):
+    """Compute the teacher once over the training set and train from the stored outputs (see teacher_cache.py)."""
+    dir: str = Field(..., description="cache directory; built when missing or stale, reused when it matches")
+    top_k: int = Field(64, gt=0, description="log-probabilities kept per position; the rest's mass is spread evenly")
+    hidden_dtype: Literal["float16", "float32"] = "float16"
+    layers: list[int] = Field(default_factory=list, description="teacher hidden_states to store besides those "
+                              "this run's objectives need (compare stores every method's)")
+
+
 class StudentConfig(Strict):
     model: str | None = Field(None, description="hub id, local directory or .gguf file of a pretrained student")
     spec: StudentSpec | None = None
@@ -130,6 +139,8 @@ class EvalConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one generation pass per seed when sampling")
     teacher: bool = Field(True, description="also evaluate the teacher, for reference")
+    baselines: bool = Field(True, description="generate with the teacher and score the trivial baselines beside the "
+                            "student (compare computes these once per task and turns this off in its cells)")
 
 
 def _default_objectives():
@@ -140,6 +151,7 @@ class Config(Strict):
     seed: int = 0
     run_dir: str = "runs/default"
     teacher: TeacherConfig = TeacherConfig()
+    teacher_cache: TeacherCacheConfig | None = Field(None, description="null: the teacher runs online every step")
     student: StudentConfig = Field(default_factory=lambda: StudentConfig(spec=StudentSpec()))
     data: DataConfig = DataConfig()
     objectives: list[SerializeAsAny[ObjectiveParams]] = Field(default_factory=_default_objectives, min_length=1,

@@ -89,6 +89,7 @@ class OnlineTeacher:
 
     def __init__(self, model, vocab_size):
         self.model = ResponseLM(model, vocab_size)
+        self.lm = model
 
     @torch.no_grad()
     def __call__(self, batch, layers=()):

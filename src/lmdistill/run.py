@@ -44,11 +44,16 @@ def seed_everything(seed):
 
 def peak_memory():
     """Peak resident memory of this process (and GPU allocation, on CUDA), as text."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    text = f"{rss:.2f} GiB RSS"
+    peak = peak_memory_gib()
+    return f"{peak['peak_rss_gib']:.2f} GiB RSS" + (f", {peak['peak_gpu_gib']:.2f} GiB GPU" if "peak_gpu_gib" in peak else "")
+
+
+def peak_memory_gib():
+    """Peak resident memory of this process (and peak GPU allocation, on CUDA) in GiB, as numbers."""
+    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
     if torch.cuda.is_available():
-        text += f", {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB GPU"
-    return text
+        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return out
 
 
 def command_line():
@@ -118,7 +123,8 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     accelerator.wait_for_everyone()
     parts.teacher.to(accelerator.device)
     student_lm, teacher = wrap(parts)
-    trainer = Trainer(parts, student_lm, teacher, accelerator, run_dir, log)
+    trainer = Trainer(parts, student_lm, teacher, accelerator, run_dir, log,
+                      train_teacher=cached_teacher(parts, accelerator, log))
     if resume:
         trainer.resume()
     n_params = sum(p.numel() for p in parts.student.parameters())
@@ -141,9 +147,29 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
              "peak memory": peak_memory(), "student parameters": f"{n_params / 1e6:.1f}M",
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
-             "command": command_line()}
+             "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher is not teacher
+             else "online", "command": command_line()}
+    result["resources"] = {"train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
+                           **peak_memory_gib()}
     write_results(run_dir, result, facts, log)
     return result
+
+
+def cached_teacher(parts, accelerator, log=print):
+    """The teacher read from config.teacher_cache (built by the main process when missing or stale), or None."""
+    cfg = parts.config.teacher_cache
+    needed = {l for o in parts.objectives if o.needs_teacher for l in o.teacher_layers()}
+    if cfg is None or not any(o.needs_teacher for o in parts.objectives):
+        return None
+    from lmdistill import teacher_cache
+    args = (cfg.dir, parts.teacher, parts.tokenizer, parts.splits["train"].examples, parts.vocab_size,
+            sorted(needed | set(cfg.layers)), cfg.top_k, cfg.hidden_dtype)
+    if accelerator.is_main_process:
+        cache = teacher_cache.load_or_build(*args, log=log)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        cache = teacher_cache.load_or_build(*args, log=log, build_allowed=False)
+    return teacher_cache.CachedTeacher(cache, parts.teacher)
 
 
 def write_results(run_dir, result, facts, log=print, json_name="eval.json", report_name="report.md"):

@@ -23,13 +23,34 @@ def _generated_scores(model, parts, prompts, references, device):
     return result, first
 
 
+def held_out(parts, split_name):
+    """The evaluated examples of a split (limited to eval.max_examples). Examples, not raw records: teacher-forced
+    metrics and generations then cover the same examples (records whose prompt did not fit max_length were
+    dropped from both)."""
+    return parts.splits[split_name].examples[:parts.config.eval.max_examples]
+
+
+def reference_rows(parts, teacher_lm, split_name, device="cpu", log=print):
+    """Generation scores of the teacher (when given) and of the trivial baselines on the held-out examples, and
+    the teacher's outputs: what every student is reported beside (one pass per task in `compare`)."""
+    examples = held_out(parts, split_name)
+    references = [e.response for e in examples]
+    rows, teacher_out = {}, [""] * len(examples)
+    if teacher_lm is not None:
+        log(f"generating {len(examples)} answers with the teacher")
+        rows["teacher"], teacher_out = _generated_scores(teacher_lm, parts, [e.input_ids[:e.n_prompt] for e in examples],
+                                                         references, device)
+    train_responses = [r["response"] for r in parts.splits["train"].records] if "train" in parts.splits else []
+    for name, (predictions, _) in baselines(train_responses, [e.prompt for e in examples], references,
+                                            parts.task).items():
+        rows[name] = score(predictions, references, parts.task)
+    return rows, teacher_out
+
+
 def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
     """Metrics dict for the student, teacher and baselines on `split_name` (limited to eval.max_examples)."""
     ev = parts.config.eval
-    split = parts.splits[split_name]
-    # Examples, not raw records: teacher-forced metrics and generations then cover the same examples
-    # (records whose prompt did not fit max_length were dropped from both).
-    examples = split.examples[:ev.max_examples]
+    examples = held_out(parts, split_name)
     references = [e.response for e in examples]
     pad = parts.tokenizer.pad_token_id
     started = time.time()
@@ -41,17 +62,15 @@ def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
     samples = []
     if ev.generate:
         prompts = [e.input_ids[:e.n_prompt] for e in examples]
-        log(f"generating {len(prompts)} answers with the student" + (" and the teacher" if ev.teacher else ""))
+        log(f"generating {len(prompts)} answers with the student")
         student_scores, student_out = _generated_scores(student_lm.lm, parts, prompts, references, device)
         rows["student"].update(student_scores)
         teacher_out = [""] * len(examples)
-        if ev.teacher:
-            teacher_scores, teacher_out = _generated_scores(teacher.model.lm, parts, prompts, references, device)
-            rows["teacher"].update(teacher_scores)
-        train_responses = [r["response"] for r in parts.splits["train"].records] if "train" in parts.splits else []
-        for name, (predictions, _) in baselines(train_responses, [e.prompt for e in examples], references,
-                                                parts.task).items():
-            rows[name] = score(predictions, references, parts.task)
+        if ev.baselines:
+            reference, teacher_out = reference_rows(parts, teacher.lm if ev.teacher else None, split_name, device, log)
+            if ev.teacher:
+                rows["teacher"].update(reference.pop("teacher"))
+            rows.update(reference)
         samples = [{"prompt": e.prompt, "reference": e.response, "student": s, "teacher": t}
                    for e, s, t in list(zip(examples, student_out, teacher_out))[:5]]
     return {"split": split_name, "examples": len(examples), "response_tokens": forced["tokens"], "task": parts.task,

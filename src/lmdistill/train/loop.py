@@ -30,7 +30,8 @@ def make_optimizer(parameters, cfg):
 
 
 class Trainer:
-    def __init__(self, parts, student_lm, teacher, accelerator, run_dir, log=print):
+    def __init__(self, parts, student_lm, teacher, accelerator, run_dir, log=print, train_teacher=None):
+        """`teacher` (online) evaluates; `train_teacher` (default: the same; or a cached teacher) trains."""
         self.parts, self.cfg, self.log = parts, parts.config.train, log
         self.accelerator, self.run_dir = accelerator, Path(run_dir)
         self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
@@ -40,6 +41,7 @@ class Trainer:
         self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
                                           for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
         self.teacher = teacher
+        self.train_teacher = train_teacher or teacher
         self.teacher_layers = sorted({l for o in self.objectives for l in o.teacher_layers()})
         self.student_layers = sorted({l for o in self.objectives for l in o.student_layers()})
         self.needs_teacher = any(o.needs_teacher for o in self.objectives)
@@ -70,8 +72,8 @@ class Trainer:
     def _micro_batches(self, step):
         examples = self.parts.splits["train"].examples
         device = self.accelerator.device
-        return [{k: v.to(device) for k, v in collate([examples[i] for i in idx], self.pad).items()}
-                for idx in self.order.step(step)]
+        return [{**{k: v.to(device) for k, v in collate([examples[i] for i in idx], self.pad).items()},
+                 "index": torch.tensor(idx)} for idx in self.order.step(step)]
 
     def train_step(self, step):
         """One optimizer step; returns per-token component losses, token counts and the grad norm."""
@@ -86,7 +88,7 @@ class Trainer:
             sync = nullcontext() if k == len(micro) - 1 else acc.no_sync(self.student)
             with sync, acc.autocast():
                 s = self.student(batch["input_ids"], batch["attention_mask"], batch["labels"], self.student_layers)
-                t = self.teacher(batch, self.teacher_layers) if self.needs_teacher else None
+                t = self.train_teacher(batch, self.teacher_layers) if self.needs_teacher else None
                 losses = [o.loss(s, t, batch) for o in self.objectives]
                 total = sum(o.weight * l for o, l in zip(self.objectives, losses)) * scale
             acc.backward(total)

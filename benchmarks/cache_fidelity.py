@@ -1,0 +1,127 @@
+"""How far does each objective move when the teacher comes from the cache instead of running online?
+
+On the first --examples training examples of the built-in task, a student (default: a trained kd-fkl student of the
+quick grid; else configs/demo.yaml's fresh one) is scored by each objective twice: with the online teacher and with
+the cached one (top-k log-probs + the rest's mass spread evenly; hidden states stored as float16 or float32).
+Reported: the relative difference of the loss (summed over the examples), and the cosine and relative norm
+difference of the gradient w.r.t. the student's parameters. Also the teacher's share of the time: online teacher
+forward vs reading the cache, per batch of 8.
+
+    .venv/bin/python benchmarks/cache_fidelity.py
+"""
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from common import header
+from lmdistill import teacher_cache
+from lmdistill.build import ObjectiveContext, build_parts
+from lmdistill.config import Config, load_config
+from lmdistill.data import collate
+from lmdistill.forward import OnlineTeacher, ResponseLM
+from lmdistill.models import load_model
+from lmdistill.objectives import build_objectives
+
+KD = {"name": "logit_kd"}
+OBJECTIVES = {
+    "forward KL": {**KD, "divergence": "forward_kl"},
+    "forward KL, T=2": {**KD, "divergence": "forward_kl", "temperature": 2.0},
+    "reverse KL": {**KD, "divergence": "reverse_kl"},
+    "generalized JSD": {**KD, "divergence": "generalized_jsd"},
+    "skew forward KL": {**KD, "divergence": "skew_forward_kl"},
+    "TVD": {**KD, "divergence": "tvd"},
+    "AKL": {**KD, "divergence": "akl"},
+    "feature projection+mse (last)": {"name": "feature", "selector": "projection", "metric": "mse"},
+    "feature random+pearson (last)": {"name": "feature", "selector": "random", "metric": "pearson"},
+    "feature cka (last)": {"name": "feature", "selector": "none", "metric": "cka"},
+    "lens (JSD, 5 pairs)": {"name": "lens"},
+}
+STUDENT = "benchmarks/results/methods-quick/cells/define-word/kd-fkl/seed0/student"
+
+
+def loss_and_grad(objective, student, teacher, batches, layers):
+    student.zero_grad(set_to_none=True)
+    total = 0.0
+    for batch in batches:
+        s = student(batch["input_ids"], batch["attention_mask"], batch["labels"], objective.student_layers())
+        loss = objective.loss(s, teacher(batch, layers), batch)
+        loss.backward()
+        total += loss.item()
+    grad = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+    return total, grad.clone()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--examples", type=int, default=128)
+    p.add_argument("--top-k", type=int, nargs="+", default=[16, 64, 256, 1024])
+    p.add_argument("--student", default=STUDENT)
+    p.add_argument("--out", default="benchmarks/results/cache_fidelity")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    out = Path(args.out)
+    config = load_config("configs/demo.yaml", ["data.max_train_examples=" + str(args.examples)])
+    parts = build_parts(config, splits=("train",), log=lambda *_: None)
+    student_note = "configs/demo.yaml's fresh student"
+    if Path(args.student).is_dir():
+        parts.student, student_note = load_model(args.student), f"the trained student {args.student}"
+    examples = parts.splits["train"].examples
+    batches = [{**collate(examples[i:i + 8], parts.tokenizer.pad_token_id), "index": torch.arange(i, i + 8)}
+               for i in range(0, len(examples) - 7, 8)]
+    context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
+    specs = Config.model_validate({"objectives": list(OBJECTIVES.values())}).objectives
+    objectives = dict(zip(OBJECTIVES, build_objectives(specs, context)))
+    for o in objectives.values():
+        o.prepare(parts.teacher, examples, parts.tokenizer.pad_token_id, log=lambda *_: None, run_dir=out / "work")
+    layers = sorted({l for o in objectives.values() for l in o.teacher_layers()})
+    student = ResponseLM(parts.student, parts.vocab_size)
+    online = OnlineTeacher(parts.teacher, parts.vocab_size)
+    reference = {name: loss_and_grad(o, student, online, batches, o.teacher_layers()) for name, o in objectives.items()}
+    settings = [(k, "float16") for k in args.top_k] + [(max(args.top_k), "float32")]
+    columns, timing = {}, {}
+    for k, dtype in settings:
+        path = out / "work" / f"cache-k{k}-{dtype}"
+        cache = teacher_cache.load_or_build(path, parts.teacher, parts.tokenizer, examples, parts.vocab_size, layers,
+                                            k, dtype, log=lambda *_: None)
+        cached = teacher_cache.CachedTeacher(cache, parts.teacher)
+        columns[(k, dtype)] = {}
+        for name, o in objectives.items():
+            value, grad = loss_and_grad(o, student, cached, batches, o.teacher_layers())
+            ref_value, ref_grad = reference[name]
+            columns[(k, dtype)][name] = (abs(value - ref_value) / abs(ref_value),
+                                         torch.nn.functional.cosine_similarity(grad, ref_grad, dim=0).item(),
+                                         ((grad - ref_grad).norm() / ref_grad.norm()).item())
+        timing[(k, dtype)] = median_seconds(lambda: [cached(b, layers) for b in batches]) / len(batches)
+    timing["online"] = median_seconds(lambda: [online(b, layers) for b in batches]) / len(batches)
+    report = header("Teacher cache fidelity: each objective, cached teacher vs online")
+    report += (f"Student: {student_note}; {len(batches) * 8} define-word training examples in batches of 8 "
+               f"({sum(int((b['labels'][:, 1:] != -100).sum()) for b in batches)} response positions). Cell: relative "
+               f"loss difference / gradient cosine / relative gradient difference (gradient w.r.t. every student "
+               f"parameter). Hidden states are float16 unless the column says float32.\n\n")
+    names = [f"k={k}" + (" float32" if dtype == "float32" else "") for k, dtype in settings]
+    report += "| objective | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+    for name in OBJECTIVES:
+        cells = [f"{c[name][0]:.1e} / {c[name][1]:.5f} / {c[name][2]:.1e}" for c in columns.values()]
+        report += f"| {name} | " + " | ".join(cells) + " |\n"
+    report += ("\nTeacher time per batch of 8 (median of 3 passes): online forward (the layers above) "
+               f"{timing['online'] * 1000:.0f} ms; from the cache: "
+               + ", ".join(f"{n} {timing[s] * 1000:.1f} ms" for n, s in zip(names, settings)) + ".\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.md").write_text(report)
+    print(report)
+
+
+def median_seconds(fn, repeats=3):
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with torch.no_grad():
+            fn()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The compare report: per task a Markdown table (mean +/- std over seeds, paired difference vs the baseline
+with a 95 % t interval), the teacher and trivial baselines beside it, and a PNG (metric by method with seed
+points; training-loss curves)."""
+import datetime
+import os
+import platform
+from pathlib import Path
+
+from lmdistill.compare.stats import mean, paired, std
+from lmdistill.io import atomic_write_bytes, atomic_write_text
+
+METRICS = [("ce", "CE", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"),
+           ("accuracy", "acc %", "{:.1f}")]
+DIFFERENCES = [("ce", "CE"), ("kl", "KL")]
+
+
+def signed(x, fmt="{:.3f}"):
+    return ("+" if x >= 0 else "−") + fmt.format(abs(x))
+
+
+def difference_text(d):
+    if d["interval"] is None:
+        return f"{signed(d['mean'])} (1 seed)"
+    lo, hi = d["interval"]
+    return f"{signed(d['mean'])} [{signed(lo)}, {signed(hi)}] ({d['lower_in']}/{d['n']} lower)"
+
+
+def task_table(rows, methods, baseline):
+    """Markdown rows for one task; paired differences over the seeds both methods finished."""
+    by = {(r["method"], r["seed"]): r for r in rows}
+    used = [m for m in METRICS if any(m[0] in r for r in rows)]
+    differences = [(key, title) for key, title in DIFFERENCES if any(key in r for r in rows)]
+    header = (["method", "seeds"] + [title for _, title, _ in used]
+              + [f"{title} − {baseline} (95 % CI)" for _, title in differences] + ["train s", "peak RSS GiB"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        cells = [method, str(len(mine))]
+        for key, _, fmt in used:
+            values = [r[key] for r in mine if key in r]
+            cells.append(f"{fmt.format(mean(values))} ± {fmt.format(std(values))}" if values else "-")
+        for key, _ in differences:
+            seeds = [r["seed"] for r in mine if (baseline, r["seed"]) in by and key in r]
+            if method == baseline or not seeds:
+                cells.append("(baseline)" if method == baseline else "-")
+                continue
+            cells.append(difference_text(paired([by[(method, s)][key] for s in seeds],
+                                                [by[(baseline, s)][key] for s in seeds])))
+        cells.append(f"{mean([r.get('train_seconds', 0) for r in mine]):.0f}")
+        cells.append(f"{max(r.get('peak_rss_gib', 0) for r in mine):.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reference_table(reference):
+    if not reference:
+        return "(reference rows not computed yet)"
+    rows = reference["rows"]
+    used = [m for m in METRICS if any(m[0] in r for r in rows.values())]
+    lines = ["| reference | " + " | ".join(t for _, t, _ in used) + " |", "|---|" + "---|" * len(used)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(fmt.format(row[k]) if k in row else "-" for k, _, fmt in used) + " |")
+    return "\n".join(lines)
+
+
+def plot(path, task, rows, curves, methods, primary="ce"):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    present = [m for m in methods if any(r["method"] == m for r in rows)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    ax = axes[0]
+    for i, method in enumerate(present):
+        values = [r[primary] for r in rows if r["method"] == method]
+        ax.scatter([i] * len(values), values, color="tab:blue", alpha=0.6, s=18, zorder=3)
+        ax.plot([i - 0.3, i + 0.3], [mean(values)] * 2, color="black", lw=2, zorder=4)
+    ax.set_xticks(range(len(present)), present, rotation=45, ha="right")
+    ax.set_ylabel(f"held-out {primary.upper()} (nats/token; lower is better)")
+    ax.set_title(f"{task}: {primary.upper()} by method (points = seeds, bar = mean)")
+    ax.grid(axis="y", alpha=0.3)
+    ax = axes[1]
+    for method in present:
+        series = [curves[key]["train"] for key in curves if key[0] == task and key[1] == method and curves[key]["train"]]
+        if not series:
+            continue
+        n = min(len(s) for s in series)
+        steps = [s for s, _ in series[0][:n]]
+        ax.plot(steps, [mean([s[j][1] for s in series]) for j in range(n)], label=method, lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (each method's own objective)")
+    ax.set_yscale("log")
+    ax.set_title("training loss, mean over seeds")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, tmp.read_bytes())
+    tmp.unlink()
+
+
+def write_report(compare, rows, curves, references, root):
+    from lmdistill.run import command_line
+    methods, baseline = list(compare.methods), compare.baseline_method
+    first_cell_steps = sorted({r["steps"] for r in rows})
+    parts = [f"# lmdistill compare: {root}", "",
+             f"command: `{command_line()}`  ",
+             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; date: {datetime.date.today()}",
+             "",
+             f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
+             f"{first_cell_steps}; teacher in training: "
+             + (f"cache (top-{compare.cache.top_k} log-probs + rest, hidden states {compare.cache.hidden_dtype})"
+                if compare.teacher == "cache" else "online") + ". "
+             "Every method of a seed starts from the same student initialisation and sees the same batches (paired). "
+             f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
+             f"computed with the online teacher. Differences are method − {baseline}, seed by seed, with a Student-t "
+             f"95 % interval; `k/n lower` counts seeds where the method's value is lower. train s: mean training time "
+             f"per cell; peak RSS: the largest over the cell's seeds (each cell is its own process).", ""]
+    for task in compare.tasks:
+        task_rows = [r for r in rows if r["task"] == task]
+        reference = references.get(task)
+        parts += [f"## {task}", ""]
+        if reference:
+            parts.append(f"Held-out split `{reference['split']}`: {reference['examples']} examples, "
+                         f"{reference['response_tokens']} response tokens, task kind {reference['task_kind']}.\n")
+        parts += [task_table(task_rows, methods, baseline), "", reference_table(reference), ""]
+        if task_rows:
+            image = f"compare-{task}.png"
+            plot(root / image, task, task_rows, curves, methods)
+            parts += [f"![{task}]({image})", ""]
+    text = "\n".join(parts) + "\n"
+    atomic_write_text(Path(root) / "report.md", text)
+    return text

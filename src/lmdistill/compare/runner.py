@@ -1,0 +1,164 @@
+"""Run a compare grid: per task, the teacher's cache and reference rows once; then each unfinished cell in its
+own process (so its wall time and peak memory are its own); then the report."""
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lmdistill.compare.grid import cells
+from lmdistill.compare.report import write_report
+from lmdistill.compare.schema import load_compare
+from lmdistill.config import build_config, read_yaml, save_config
+from lmdistill.errors import UserError
+from lmdistill.io import atomic_write_json, atomic_write_text
+
+
+def is_done(cell):
+    """A cell counts as finished when it wrote eval.json under exactly this cell's config."""
+    run_dir = cell.run_dir
+    if not (run_dir / "eval.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return False
+    try:
+        saved = build_config(read_yaml(run_dir / "config.yaml")).model_dump(mode="json")
+    except UserError:
+        return False
+    return saved == cell.config.model_dump(mode="json")
+
+
+def reference_key(config):
+    """What the reference rows (teacher, trivial baselines) depend on."""
+    dumped = config.model_dump(mode="json")
+    return {key: dumped[key] for key in ("teacher", "data", "eval")}
+
+
+def prepare_task(compare, task, task_cells, log=print):
+    """Build (or check) the task's teacher cache with every method's teacher layers, and evaluate the teacher and
+    the trivial baselines once. Returns the reference record."""
+    from lmdistill.build import build_parts
+    from lmdistill.eval.run import held_out, reference_rows
+    from lmdistill.eval.teacher_forced import teacher_forced
+    from lmdistill.forward import ResponseLM
+    from lmdistill.objectives import build_objectives
+    from lmdistill.build import ObjectiveContext
+    root = Path(compare.run_dir)
+    first = task_cells[0].config
+    ref_path = root / "reference" / f"{task}.json"
+    reference = json.loads(ref_path.read_text()) if ref_path.is_file() else None
+    if reference is not None and reference.get("key") != reference_key(first):
+        reference = None
+    needs_cache = compare.teacher == "cache"
+    if reference is not None and not needs_cache:
+        return reference
+    split = first.eval.split
+    parts = build_parts(first, splits=("train", split), log=lambda *_: None)
+    if needs_cache:
+        from lmdistill import teacher_cache
+        context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
+        layers = sorted({layer for cell in task_cells if cell.seed == task_cells[0].seed
+                         for o in build_objectives(cell.config.objectives, context) if o.needs_teacher
+                         for layer in o.teacher_layers()})
+        started = time.time()
+        cache = teacher_cache.load_or_build(first.teacher_cache.dir, parts.teacher, parts.tokenizer,
+                                            parts.splits["train"].examples, parts.vocab_size, layers,
+                                            compare.cache.top_k, compare.cache.hidden_dtype, log=log)
+        size = sum(f["bytes"] for f in cache.manifest["files"].values())
+        log(f"{task}: teacher cache ready in {time.time() - started:.0f} s ({size / 2**20:.0f} MiB)")
+    if reference is None:
+        log(f"{task}: evaluating the teacher and the trivial baselines on {split}")
+        examples = held_out(parts, split)
+        forced = teacher_forced(ResponseLM(parts.teacher, parts.vocab_size), None, examples, first.eval.batch_size,
+                                parts.tokenizer.pad_token_id)
+        rows = {"teacher": {"ce": forced["ce"]}}
+        if first.eval.generate:
+            generated, _ = reference_rows(parts, parts.teacher, split, log=log)
+            rows["teacher"].update(generated.pop("teacher"))
+            rows.update(generated)
+        reference = {"key": reference_key(first), "split": split, "examples": len(examples),
+                     "response_tokens": forced["tokens"], "task_kind": parts.task, "rows": rows}
+        atomic_write_json(ref_path, reference)
+    del parts
+    gc.collect()
+    return reference
+
+
+def run_cell(cell, log=print):
+    """Train and evaluate one cell with `lmdistill train` in a child process; its output goes to train.log."""
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = cell.run_dir.parent / f"seed{cell.seed}.yaml"
+    save_config(cell.config, config_path)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    started = time.time()
+    with open(cell.run_dir.parent / f"seed{cell.seed}.log", "w") as out:
+        code = subprocess.call([sys.executable, "-m", "lmdistill", "train", str(config_path), "--overwrite"],
+                               stdout=out, stderr=subprocess.STDOUT, env=env)
+    return code, time.time() - started
+
+
+def cell_row(cell):
+    result = json.loads((cell.run_dir / "eval.json").read_text())
+    student = result["metrics"]["student"]
+    row = {"task": cell.task, "method": cell.method, "seed": cell.seed, "steps": cell.config.train.steps,
+           **{k: student[k] for k in ("ce", "kl", "rougeL", "accuracy") if k in student},
+           **result.get("resources", {})}
+    curves = {"train": [], "dev": []}
+    for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["kind"] == "train":
+            curves["train"].append((entry["step"], entry["loss"]))
+        elif entry["kind"] == "dev":
+            curves["dev"].append((entry["step"], entry["ce"]))
+    return row, curves
+
+
+def run_compare(path, quick=False, report_only=False, online=False, log=print):
+    compare = load_compare(path, quick)
+    if online:
+        compare.teacher = "online"
+    grid = cells(compare)  # every cell's config is validated before anything runs
+    root = Path(compare.run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "compare.yaml", _dump(compare))
+    references = {}
+    failed = []
+    todo = [c for c in grid if not is_done(c)]
+    log(f"compare: {len(grid)} cells ({len(compare.tasks)} tasks x {len(compare.methods)} methods x "
+        f"{len(compare.seeds)} seeds), {len(grid) - len(todo)} already finished -> {root}")
+    for task in compare.tasks:
+        task_cells = [c for c in grid if c.task == task]
+        if report_only:
+            ref_path = root / "reference" / f"{task}.json"
+            references[task] = json.loads(ref_path.read_text()) if ref_path.is_file() else None
+            continue
+        references[task] = prepare_task(compare, task, task_cells, log)
+        for cell in [c for c in task_cells if c in todo]:
+            code, seconds = run_cell(cell, log)
+            where = f"{cell.task} / {cell.method} / seed {cell.seed}"
+            if code != 0 or not is_done(cell):
+                failed.append(where)
+                log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: FAILED (exit {code}), see "
+                    f"{cell.run_dir.parent / f'seed{cell.seed}.log'}")
+                continue
+            row, _ = cell_row(cell)
+            log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: CE {row['ce']:.3f}, KL {row.get('kl', float('nan')):.3f}"
+                f" ({seconds:.0f} s)")
+    finished = [c for c in grid if is_done(c)]
+    rows, curves = [], {}
+    for cell in finished:
+        row, curve = cell_row(cell)
+        rows.append(row)
+        curves[(cell.task, cell.method, cell.seed)] = curve
+    atomic_write_json(root / "rows.json", rows)
+    report = write_report(compare, rows, curves, references, root)
+    log(report)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(grid)} cells failed ({'; '.join(failed[:3])}); their logs are "
+                        f"beside their run directories; rerun the same command to retry only those")
+    return rows
+
+
+def _dump(compare):
+    import yaml
+    return yaml.safe_dump(compare.model_dump(mode="json"), sort_keys=False)

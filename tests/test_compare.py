@@ -1,0 +1,138 @@
+"""`lmdistill compare`: statistics on known inputs, the grid's pairing, resumption, the report."""
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from lmdistill.compare import grid, runner, stats
+from lmdistill.compare.report import task_table
+from lmdistill.compare.schema import load_compare
+from lmdistill.data import BatchOrder
+from lmdistill.errors import UserError
+from lmdistill.models import load_student, load_teacher
+
+
+@pytest.mark.parametrize("df, want", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (100000, 1.9600)])
+def test_t_quantile_matches_tables(df, want):
+    assert stats.t_quantile(0.975, df) == pytest.approx(want, abs=1e-4)
+    assert stats.t_quantile(0.025, df) == pytest.approx(-want, abs=1e-4)
+    assert stats.t_cdf(0.0, df) == pytest.approx(0.5)
+
+
+def test_paired_difference_on_known_values():
+    d = stats.paired([6.0, 6.5, 7.1], [6.2, 6.4, 7.4])
+    diffs = [-0.2, 0.1, -0.3]
+    assert d["diffs"] == pytest.approx(diffs)
+    m = sum(diffs) / 3
+    s = math.sqrt(sum((x - m) ** 2 for x in diffs) / 2)
+    assert d["mean"] == pytest.approx(m) and d["std"] == pytest.approx(s)
+    half = 4.302653 * s / math.sqrt(3)
+    assert d["interval"] == pytest.approx((m - half, m + half), abs=1e-6)
+    assert d["lower_in"] == 2 and d["n"] == 3
+    assert stats.paired([1.0], [2.0])["interval"] is None
+    with pytest.raises(ValueError):
+        stats.paired([1.0, 2.0], [1.0])
+
+
+def test_pairing_matters_in_the_statistics():
+    """A gap smaller than the seed noise is still resolved when it is consistent seed by seed."""
+    base = [6.0, 6.6, 7.2]
+    method = [b - 0.05 for b in base]
+    unpaired_std = stats.std(base)
+    d = stats.paired(method, base)
+    assert unpaired_std > 0.5 and d["interval"][1] < 0 and d["lower_in"] == 3
+
+
+def test_task_table_shows_means_and_paired_intervals():
+    rows = [{"method": m, "seed": s, "ce": ce, "kl": ce / 2, "train_seconds": 10, "peak_rss_gib": 1.5}
+            for m, values in {"kd": [6.0, 6.5, 7.0], "x": [5.9, 6.3, 7.0]}.items() for s, ce in enumerate(values)]
+    text = task_table(rows, ["kd", "x", "missing"], "kd")
+    lines = text.splitlines()
+    assert len(lines) == 4  # header, rule, kd, x; a method with no finished cell is left out
+    assert "| kd | 3 | 6.500 ± 0.500 |" in lines[2] and "(baseline)" in lines[2]
+    d = stats.paired([5.9, 6.3, 7.0], [6.0, 6.5, 7.0])
+    lo, hi = d["interval"]
+    assert f"−{abs(d['mean']):.3f} [−{abs(lo):.3f}, +{hi:.3f}] (2/3 lower)" in lines[3]
+
+
+def _compare_file(tmp_path, word_data, **extra):
+    data = {"run_dir": str(tmp_path / "out"),
+            "base": {"student": {"spec": {"hidden_size": 64, "num_layers": 2, "num_heads": 2}},
+                     "data": {"builtin": None, **word_data, "max_length": 64},
+                     "train": {"steps": 3, "batch_size": 4, "warmup_steps": 0, "eval_every": 0, "log_every": 1},
+                     "eval": {"max_examples": 4, "batch_size": 4, "max_new_tokens": 4}},
+            "methods": {"sft": "sft", "kd": "kd"}, "seeds": [0, 1], "baseline": "kd", "cache": {"top_k": 16},
+            "quick": {"methods": ["kd"], "seeds": [0]}, **extra}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methds": {}}, "did you mean 'methods'"), ({"baseline": "kdd"}, "did you mean 'kd'"),
+    ({"base": {"seed": 3}}, "base.seed is set per cell"), ({"quick": {"methods": ["nope"]}}, "quick: unknown method"),
+    ({"methods": {"kd": "sftt"}}, "unknown objectives preset 'sftt'")])
+def test_compare_file_mistakes_are_one_line_errors(tmp_path, word_data, change, message):
+    path = _compare_file(tmp_path, word_data, **change)
+    with pytest.raises(UserError, match=message):
+        config = load_compare(path)
+        grid.cells(config)
+
+
+def test_cells_are_paired_by_seed(tmp_path, word_data):
+    compare = load_compare(_compare_file(tmp_path, word_data))
+    cells = grid.cells(compare)
+    assert [(c.method, c.seed) for c in cells] == [("sft", 0), ("kd", 0), ("sft", 1), ("kd", 1)]
+    sft0, kd0, sft1 = (c.config.model_dump(mode="json") for c in cells[:3])
+    for key in sft0:
+        if key not in ("objectives", "run_dir"):
+            assert sft0[key] == kd0[key], key
+    assert sft1["seed"] == 1 and sft0["seed"] == 0 and sft0["run_dir"] != kd0["run_dir"]
+    # the same seed -> the same student initialisation and the same batches; another seed -> different ones
+    teacher, tokenizer = load_teacher(cells[0].config.teacher)
+    weights = [load_student(c.config.student, teacher, tokenizer, c.config.seed)[0].state_dict() for c in cells[:3]]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    orders = [BatchOrder(96, 4, 1, c.config.seed) for c in cells[:3]]
+    assert [orders[0].step(s) for s in range(30)] == [orders[1].step(s) for s in range(30)]
+    assert [orders[0].step(s) for s in range(30)] != [orders[2].step(s) for s in range(30)]
+
+
+def test_quick_grid_uses_its_own_run_dir(tmp_path, word_data):
+    compare = load_compare(_compare_file(tmp_path, word_data), quick=True)
+    assert list(compare.methods) == ["kd"] and compare.seeds == [0] and compare.run_dir.endswith("out-quick")
+    with pytest.raises(UserError, match="no quick: section"):
+        load_compare(_compare_file(tmp_path, word_data, quick=None), quick=True)
+
+
+def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
+    path = _compare_file(tmp_path, word_data)
+    rows = runner.run_compare(path, log=lambda *_: None)
+    out = tmp_path / "out"
+    assert sorted((r["method"], r["seed"]) for r in rows) == [("kd", 0), ("kd", 1), ("sft", 0), ("sft", 1)]
+    assert all(r["peak_rss_gib"] > 0 and r["train_seconds"] >= 0 and r["ce"] > 0 for r in rows)
+    report = (out / "report.md").read_text()
+    assert "| sft | 2 |" in report and "(baseline)" in report and "| teacher |" in report and "| constant |" in report
+    assert (out / "compare-task.png").stat().st_size > 1000
+    assert json.loads((out / "cache" / "task" / "manifest.json").read_text())["top_k"] == 16
+    assert json.loads((out / "rows.json").read_text()) == rows
+
+    # finished cells are not rerun; a cell whose result is gone (or whose config changed) is
+    ran = []
+    real = runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda cell, log=print: (ran.append((cell.method, cell.seed)), real(cell))[1])
+    (out / "cells" / "task" / "sft" / "seed1" / "eval.json").unlink()
+    again = runner.run_compare(path, log=lambda *_: None)
+    assert ran == [("sft", 1)]
+    assert sorted((r["method"], r["seed"], r["ce"]) for r in again) == sorted((r["method"], r["seed"], r["ce"]) for r in rows)
+
+
+def test_a_failed_cell_is_reported_and_retried(tmp_path, word_data, monkeypatch):
+    path = _compare_file(tmp_path, word_data, methods={"sft": "sft"}, baseline="sft", seeds=[0],
+                         quick=None)
+    monkeypatch.setattr(runner, "run_cell", lambda cell, log=print: (1, 0.0))
+    with pytest.raises(UserError, match="1 of 1 cells failed.*sft / seed 0"):
+        runner.run_compare(path, log=lambda *_: None)
+    assert (tmp_path / "out" / "report.md").is_file()

@@ -1,0 +1,188 @@
+"""The teacher cache: exact where it claims to be, and never used when stale, partial or corrupted."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmdistill import data, teacher_cache
+from lmdistill.config import DataConfig, TeacherConfig, build_config
+from lmdistill.forward import OnlineTeacher
+from lmdistill.models import load_teacher
+from lmdistill.run import train
+from lmdistill.teacher_cache import StaleCache
+from conftest import tiny_config
+
+VOCAB = 49152
+
+
+@pytest.fixture(scope="module")
+def teacher_and_examples(word_data):
+    teacher, tokenizer = load_teacher(TeacherConfig())
+    cfg = DataConfig(builtin=None, train=word_data["train"], max_length=64)
+    examples = data.load_split(cfg, "train", tokenizer).examples[:24]
+    return teacher, tokenizer, examples
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    path = tmp_path_factory.mktemp("cache") / "full"
+    teacher_cache.build(path, teacher, tokenizer, examples, VOCAB, [10, 30], top_k=VOCAB, hidden_dtype="float32",
+                        log=lambda *_: None)
+    return path
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _open(path, teacher_and_examples, layers=(10, 30), top_k=VOCAB, dtype="float32", examples=None):
+    teacher, tokenizer, default = teacher_and_examples
+    expected = teacher_cache.identity(teacher, tokenizer, examples or default, VOCAB, top_k, dtype)
+    return teacher_cache.open_cache(path, expected, layers)
+
+
+def test_full_cache_equals_the_online_teacher(built, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    cached = teacher_cache.CachedTeacher(_open(built, teacher_and_examples), teacher)
+    online = OnlineTeacher(teacher, VOCAB)
+    indices = [5, 0, 17, 3]  # any order: rows come back in batch order
+    batch = {**data.collate([examples[i] for i in indices], tokenizer.pad_token_id), "index": torch.tensor(indices)}
+    a, b = online(batch, (10, 30)), cached(batch, (10, 30))
+    # equal up to float32 noise: the cache was computed in other batches (other padding widths)
+    torch.testing.assert_close(b.logits, torch.log_softmax(a.logits, -1), atol=1e-4, rtol=1e-5)
+    assert torch.equal(a.targets, b.targets)
+    for layer in (10, 30):
+        torch.testing.assert_close(b.hidden[layer], a.hidden[layer], atol=1e-4, rtol=1e-5)
+
+
+def test_top_k_keeps_the_top_exactly_and_the_rest_mass(tmp_path, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    path = teacher_cache.build(tmp_path / "k8", teacher, tokenizer, examples, VOCAB, [30], top_k=8,
+                               log=lambda *_: None)
+    cache = _open(path, teacher_and_examples, layers=(30,), top_k=8, dtype="float16")
+    batch = data.collate(examples[:3], tokenizer.pad_token_id)
+    full = torch.log_softmax(OnlineTeacher(teacher, VOCAB)(batch, (30,)).logits, -1)
+    logits, hidden = cache.outputs([0, 1, 2], (30,))
+    top = full.topk(8, dim=-1)
+    torch.testing.assert_close(logits.gather(1, top.indices), top.values, atol=1e-6, rtol=0)
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(len(logits)), atol=1e-4)  # still a distribution
+    rest = torch.log1p(-top.values.double().exp().sum(-1))
+    tail = logits.double().exp().sum(-1) - top.values.double().exp().sum(-1)
+    torch.testing.assert_close(tail.log(), rest, atol=1e-4, rtol=0)
+    assert hidden[30].dtype == torch.float32 and cache.arrays["hidden_30"].dtype == np.float16
+
+
+def test_rest_logmass_matches_float64(one_thread):
+    torch.manual_seed(0)
+    logits = torch.randn(50, 300) * 4
+    logprobs = torch.log_softmax(logits, -1)
+    values = logprobs.topk(20, dim=-1).values
+    want = torch.log(1 - values.double().exp().sum(-1))
+    torch.testing.assert_close(teacher_cache.rest_logmass(values).double(), want, atol=1e-5, rtol=1e-5)
+    # all the mass in the top: a finite floor, not -inf or nan
+    peaked = torch.tensor([[0.0, -200.0]])
+    assert torch.isfinite(teacher_cache.rest_logmass(peaked)).all()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("flip", "checksum"), ("truncate", "partial"), ("manifest", "unfinished"), ("delete", "missing"),
+    ("bad_json", "not valid JSON")])
+def test_damaged_cache_is_refused(tmp_path, built, teacher_and_examples, damage, message):
+    path = _copy(built, tmp_path / "c")
+    target = path / "topk_logprobs.npy"
+    if damage == "flip":
+        raw = bytearray(target.read_bytes())
+        raw[-5] ^= 0xFF
+        target.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:1000])
+    elif damage == "manifest":
+        (path / "manifest.json").unlink()
+    elif damage == "delete":
+        target.unlink()
+    else:
+        (path / "manifest.json").write_text("{not json")
+    with pytest.raises(StaleCache, match=message):
+        _open(path, teacher_and_examples)
+
+
+@pytest.mark.parametrize("change, message", [("data", "data_fingerprint"), ("top_k", "top_k"),
+                                             ("dtype", "hidden_dtype"), ("layer", "also needs")])
+def test_mismatched_cache_is_refused(built, teacher_and_examples, change, message):
+    teacher, tokenizer, examples = teacher_and_examples
+    kwargs = {"data": {"examples": examples[:23]}, "top_k": {"top_k": 64}, "dtype": {"dtype": "float16"},
+              "layer": {"layers": (10, 20, 30)}}[change]
+    with pytest.raises(StaleCache, match=message):
+        _open(built, teacher_and_examples, **kwargs)
+
+
+def test_a_changed_teacher_is_refused(built, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    weight = teacher.model.norm.weight
+    with torch.no_grad():
+        weight[0] += 1.0
+    try:
+        with pytest.raises(StaleCache, match="teacher_fingerprint"):
+            _open(built, teacher_and_examples)
+    finally:
+        with torch.no_grad():
+            weight[0] -= 1.0
+
+
+def test_stale_cache_is_rebuilt_with_the_union_of_layers(tmp_path, built, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    path = _copy(built, tmp_path / "c")
+    raw = bytearray((path / "hidden_10.npy").read_bytes())
+    raw[-1] ^= 0x01
+    (path / "hidden_10.npy").write_bytes(bytes(raw))
+    said = []
+    teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [10], VOCAB, "float32", log=said.append)
+    assert "rebuilding" in said[0] and "checksum" in said[0]
+    cache = teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [20], VOCAB, "float32",
+                                        log=said.append)
+    assert "rebuilding" in said[-2] and "also needs [20]" in said[-2]
+    assert cache.manifest["layers"] == [10, 20, 30]  # what it held, and what this run needs
+    fresh = _open(path, teacher_and_examples, layers=(10, 20, 30))
+    assert np.array_equal(fresh.arrays["hidden_10"], _open(built, teacher_and_examples).arrays["hidden_10"])
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_interrupted_build_leaves_nothing_usable(tmp_path, teacher_and_examples, monkeypatch):
+    teacher, tokenizer, examples = teacher_and_examples
+    calls = []
+
+    def fail_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = teacher_cache.ResponseLM.forward
+    monkeypatch.setattr(teacher_cache.ResponseLM, "forward", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        teacher_cache.build(tmp_path / "c", teacher, tokenizer, examples, VOCAB, [30], top_k=4, batch_size=8,
+                            log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []  # no cache directory, no temporary left behind
+
+
+def test_training_from_a_full_cache_equals_online(tmp_path, word_data):
+    objectives = [{"name": "ce", "weight": 0.5}, {"name": "logit_kd", "weight": 0.5},
+                  {"name": "feature", "weight": 1.0, "selector": "projection", "metric": "mse"},
+                  {"name": "lens", "weight": 0.5, "layers": [[15, 1]]}]
+    losses = {}
+    for mode in ("online", "cache"):
+        extra = {"teacher_cache": {"dir": str(tmp_path / "cache"), "top_k": VOCAB, "hidden_dtype": "float32"}} \
+            if mode == "cache" else {}
+        config = build_config({**tiny_config(tmp_path / mode, word_data), "objectives": objectives, **extra})
+        result = train(config, log=lambda *_: None)
+        losses[mode] = [json.loads(l) for l in open(tmp_path / mode / "metrics.jsonl") if '"train"' in l]
+        assert result["resources"]["peak_rss_gib"] > 0
+    assert (tmp_path / "cache" / "manifest.json").is_file()
+    for a, b in zip(losses["online"], losses["cache"]):
+        for key in ("ce", "logit_kd", "feature", "lens"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
