@@ -2,7 +2,9 @@
 
 On the first --examples training examples of the built-in task, a student (default: a trained kd-fkl student of the
 quick grid; else configs/demo.yaml's fresh one) is scored by each objective twice: with the online teacher and with
-the cached one (top-k log-probs + the rest's mass spread evenly; hidden states stored as float16 or float32).
+the cached one: logits: head (the final hidden state stored in float32, the teacher's LM head applied at training
+time; other hidden states float16) and logits: topk (top-k log-probs + the rest's mass spread evenly; hidden states
+float16, or float32 where the column says so).
 Reported: the relative difference of the loss (summed over the examples), and the cosine and relative norm
 difference of the gradient w.r.t. the student's parameters. Also the teacher's share of the time: online teacher
 forward vs reading the cache, per batch of 8.
@@ -18,7 +20,7 @@ import torch
 from common import header
 from lmdistill import teacher_cache
 from lmdistill.build import ObjectiveContext, build_parts
-from lmdistill.config import Config, load_config
+from lmdistill.config import CacheSettings, Config, load_config
 from lmdistill.data import collate
 from lmdistill.forward import OnlineTeacher, ResponseLM
 from lmdistill.models import load_model
@@ -79,35 +81,38 @@ def main():
     student = ResponseLM(parts.student, parts.vocab_size)
     online = OnlineTeacher(parts.teacher, parts.vocab_size)
     reference = {name: loss_and_grad(o, student, online, batches, o.teacher_layers()) for name, o in objectives.items()}
-    settings = [(k, "float16") for k in args.top_k] + [(max(args.top_k), "float32")]
+    settings = {"head": CacheSettings(logits="head")}
+    settings.update({f"k={k}": CacheSettings(logits="topk", top_k=k) for k in args.top_k})
+    settings[f"k={max(args.top_k)} float32"] = CacheSettings(logits="topk", top_k=max(args.top_k), hidden_dtype="float32")
     columns, timing = {}, {}
-    for k, dtype in settings:
-        path = out / "work" / f"cache-k{k}-{dtype}"
+    for label, setting in settings.items():
+        path = out / "work" / ("cache-" + label.replace("=", "").replace(" ", "-"))
         cache = teacher_cache.load_or_build(path, parts.teacher, parts.tokenizer, examples, parts.vocab_size, layers,
-                                            k, dtype, log=lambda *_: None)
+                                            setting, log=lambda *_: None)
         cached = teacher_cache.CachedTeacher(cache, parts.teacher)
-        columns[(k, dtype)] = {}
+        columns[label] = {}
         for name, o in objectives.items():
             value, grad = loss_and_grad(o, student, cached, batches, o.teacher_layers())
             ref_value, ref_grad = reference[name]
-            columns[(k, dtype)][name] = (abs(value - ref_value) / abs(ref_value),
-                                         torch.nn.functional.cosine_similarity(grad, ref_grad, dim=0).item(),
-                                         ((grad - ref_grad).norm() / ref_grad.norm()).item())
-        timing[(k, dtype)] = median_seconds(lambda: [cached(b, layers) for b in batches]) / len(batches)
+            grad, ref_grad = grad.double(), ref_grad.double()
+            columns[label][name] = (abs(value - ref_value) / abs(ref_value),
+                                    (grad @ ref_grad / (grad.norm() * ref_grad.norm())).item(),
+                                    ((grad - ref_grad).norm() / ref_grad.norm()).item())
+        timing[label] = median_seconds(lambda: [cached(b, layers) for b in batches]) / len(batches)
     timing["online"] = median_seconds(lambda: [online(b, layers) for b in batches]) / len(batches)
     report = header("Teacher cache fidelity: each objective, cached teacher vs online")
     report += (f"Student: {student_note}; {len(batches) * 8} define-word training examples in batches of 8 "
                f"({sum(int((b['labels'][:, 1:] != -100).sum()) for b in batches)} response positions). Cell: relative "
                f"loss difference / gradient cosine / relative gradient difference (gradient w.r.t. every student "
-               f"parameter). Hidden states are float16 unless the column says float32.\n\n")
-    names = [f"k={k}" + (" float32" if dtype == "float32" else "") for k, dtype in settings]
+               f"parameter); cosine 1 and differences near 1e-7 mean float32 rounding. head: logits through the teacher's LM head from the stored final hidden state (float32); k=K: top-K log-probs + rest. Other hidden states float16 unless the column says float32.\n\n")
+    names = list(settings)
     report += "| objective | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     for name in OBJECTIVES:
         cells = [f"{c[name][0]:.1e} / {c[name][1]:.5f} / {c[name][2]:.1e}" for c in columns.values()]
         report += f"| {name} | " + " | ".join(cells) + " |\n"
     report += ("\nTeacher time per batch of 8 (median of 3 passes): online forward (the layers above) "
                f"{timing['online'] * 1000:.0f} ms; from the cache: "
-               + ", ".join(f"{n} {timing[s] * 1000:.1f} ms" for n, s in zip(names, settings)) + ".\n")
+               + ", ".join(f"{n} {timing[n] * 1000:.1f} ms" for n in names) + ".\n")
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").write_text(report)
     print(report)

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from lmdistill.compare import grid, runner, stats
-from lmdistill.compare.report import task_table
+from lmdistill.compare.report import comparisons_table, task_table
 from lmdistill.compare.schema import load_compare
 from lmdistill.data import BatchOrder
 from lmdistill.errors import UserError
@@ -55,6 +55,10 @@ def test_task_table_shows_means_and_paired_intervals():
     d = stats.paired([5.9, 6.3, 7.0], [6.0, 6.5, 7.0])
     lo, hi = d["interval"]
     assert f"−{abs(d['mean']):.3f} [−{abs(lo):.3f}, +{hi:.3f}] (2/3 lower)" in lines[3]
+    # extra pairs: x - kd as above; kd - x is its mirror image; a pair with no common seed is left out
+    pairs = comparisons_table(rows, [("x", "kd"), ("kd", "x"), ("x", "missing")]).splitlines()
+    assert len(pairs) == 4 and pairs[2].startswith("| x − kd | " + f"−{abs(d['mean']):.3f}")
+    assert pairs[3].startswith(f"| kd − x | +{abs(d['mean']):.3f} [−{hi:.3f}, +{abs(lo):.3f}] (0/3 lower)")  # a tie counts as not lower
 
 
 def _compare_file(tmp_path, word_data, **extra):
@@ -63,16 +67,16 @@ def _compare_file(tmp_path, word_data, **extra):
                      "data": {"builtin": None, **word_data, "max_length": 64},
                      "train": {"steps": 3, "batch_size": 4, "warmup_steps": 0, "eval_every": 0, "log_every": 1},
                      "eval": {"max_examples": 4, "batch_size": 4, "max_new_tokens": 4}},
-            "methods": {"sft": "sft", "kd": "kd"}, "seeds": [0, 1], "baseline": "kd", "cache": {"top_k": 16},
+            "methods": {"sft": "sft", "kd": "kd"}, "seeds": [0, 1], "baseline": "kd",
             "quick": {"methods": ["kd"], "seeds": [0]}, **extra}
     path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
 @pytest.mark.parametrize("change, message", [
     ({"methds": {}}, "did you mean 'methods'"), ({"baseline": "kdd"}, "did you mean 'kd'"),
-    ({"base": {"seed": 3}}, "base.seed is set per cell"), ({"quick": {"methods": ["nope"]}}, "quick: unknown method"),
+    ({"base": {"seed": 3}}, "base.seed is set per cell"), ({"comparisons": [["kd", "sf"]]}, "did you mean 'sft'"), ({"quick": {"methods": ["nope"]}}, "quick: unknown method"),
     ({"methods": {"kd": "sftt"}}, "unknown objectives preset 'sftt'")])
 def test_compare_file_mistakes_are_one_line_errors(tmp_path, word_data, change, message):
     path = _compare_file(tmp_path, word_data, **change)
@@ -116,7 +120,7 @@ def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| sft | 2 |" in report and "(baseline)" in report and "| teacher |" in report and "| constant |" in report
     assert (out / "compare-task.png").stat().st_size > 1000
-    assert json.loads((out / "cache" / "task" / "manifest.json").read_text())["top_k"] == 16
+    assert json.loads((out / "cache" / "task" / "manifest.json").read_text())["logits"] == "head"
     assert json.loads((out / "rows.json").read_text()) == rows
 
     # finished cells are not rerun; a cell whose result is gone (or whose config changed) is

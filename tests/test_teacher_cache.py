@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmdistill import data, teacher_cache
-from lmdistill.config import DataConfig, TeacherConfig, build_config
+from lmdistill.config import CacheSettings, DataConfig, TeacherConfig, build_config
 from lmdistill.forward import OnlineTeacher
 from lmdistill.models import load_teacher
 from lmdistill.run import train
@@ -15,6 +15,8 @@ from lmdistill.teacher_cache import StaleCache
 from conftest import tiny_config
 
 VOCAB = 49152
+FULL = CacheSettings(logits="topk", top_k=VOCAB, hidden_dtype="float32")
+HEAD = CacheSettings(logits="head", hidden_dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,15 @@ def teacher_and_examples(word_data):
 def built(tmp_path_factory, teacher_and_examples):
     teacher, tokenizer, examples = teacher_and_examples
     path = tmp_path_factory.mktemp("cache") / "full"
-    teacher_cache.build(path, teacher, tokenizer, examples, VOCAB, [10, 30], top_k=VOCAB, hidden_dtype="float32",
-                        log=lambda *_: None)
+    teacher_cache.build(path, teacher, tokenizer, examples, VOCAB, [10, 30], FULL, log=lambda *_: None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built_head(tmp_path_factory, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    path = tmp_path_factory.mktemp("cache") / "head"
+    teacher_cache.build(path, teacher, tokenizer, examples, VOCAB, [10], HEAD, log=lambda *_: None)
     return path
 
 
@@ -40,21 +49,27 @@ def _copy(src, dst):
     return dst
 
 
-def _open(path, teacher_and_examples, layers=(10, 30), top_k=VOCAB, dtype="float32", examples=None):
+def _open(path, teacher_and_examples, layers=(10, 30), settings=FULL, examples=None):
     teacher, tokenizer, default = teacher_and_examples
-    expected = teacher_cache.identity(teacher, tokenizer, examples or default, VOCAB, top_k, dtype)
+    expected = teacher_cache.identity(teacher, tokenizer, examples or default, VOCAB, settings)
     return teacher_cache.open_cache(path, expected, layers)
 
 
-def test_full_cache_equals_the_online_teacher(built, teacher_and_examples):
+@pytest.mark.parametrize("mode", ["topk", "head"])
+def test_full_cache_equals_the_online_teacher(built, built_head, teacher_and_examples, mode):
     teacher, tokenizer, examples = teacher_and_examples
-    cached = teacher_cache.CachedTeacher(_open(built, teacher_and_examples), teacher)
+    cache = _open(built, teacher_and_examples) if mode == "topk" else _open(built_head, teacher_and_examples, settings=HEAD)
+    if mode == "head":
+        assert "topk_ids.npy" not in cache.manifest["files"] and cache.manifest["layers"] == [10, 30]
+    cached = teacher_cache.CachedTeacher(cache, teacher)
     online = OnlineTeacher(teacher, VOCAB)
     indices = [5, 0, 17, 3]  # any order: rows come back in batch order
     batch = {**data.collate([examples[i] for i in indices], tokenizer.pad_token_id), "index": torch.tensor(indices)}
     a, b = online(batch, (10, 30)), cached(batch, (10, 30))
     # equal up to float32 noise: the cache was computed in other batches (other padding widths)
-    torch.testing.assert_close(b.logits, torch.log_softmax(a.logits, -1), atol=1e-4, rtol=1e-5)
+    want = torch.log_softmax(a.logits, -1) if mode == "topk" else a.logits
+    torch.testing.assert_close(b.logits, want, atol=1e-4, rtol=1e-5)
+    assert set(cached(batch, (10,)).hidden) == {10}  # only the layers asked for
     assert torch.equal(a.targets, b.targets)
     for layer in (10, 30):
         torch.testing.assert_close(b.hidden[layer], a.hidden[layer], atol=1e-4, rtol=1e-5)
@@ -62,12 +77,13 @@ def test_full_cache_equals_the_online_teacher(built, teacher_and_examples):
 
 def test_top_k_keeps_the_top_exactly_and_the_rest_mass(tmp_path, teacher_and_examples):
     teacher, tokenizer, examples = teacher_and_examples
-    path = teacher_cache.build(tmp_path / "k8", teacher, tokenizer, examples, VOCAB, [30], top_k=8,
-                               log=lambda *_: None)
-    cache = _open(path, teacher_and_examples, layers=(30,), top_k=8, dtype="float16")
+    k8 = CacheSettings(logits="topk", top_k=8)
+    path = teacher_cache.build(tmp_path / "k8", teacher, tokenizer, examples, VOCAB, [30], k8, log=lambda *_: None)
+    cache = _open(path, teacher_and_examples, layers=(30,), settings=k8)
     batch = data.collate(examples[:3], tokenizer.pad_token_id)
     full = torch.log_softmax(OnlineTeacher(teacher, VOCAB)(batch, (30,)).logits, -1)
-    logits, hidden = cache.outputs([0, 1, 2], (30,))
+    rows = cache.rows([0, 1, 2])
+    logits, hidden = cache.topk_logprobs(rows), cache.hidden(rows, (30,))
     top = full.topk(8, dim=-1)
     torch.testing.assert_close(logits.gather(1, top.indices), top.values, atol=1e-6, rtol=0)
     assert torch.allclose(logits.exp().sum(-1), torch.ones(len(logits)), atol=1e-4)  # still a distribution
@@ -111,12 +127,13 @@ def test_damaged_cache_is_refused(tmp_path, built, teacher_and_examples, damage,
         _open(path, teacher_and_examples)
 
 
-@pytest.mark.parametrize("change, message", [("data", "data_fingerprint"), ("top_k", "top_k"),
+@pytest.mark.parametrize("change, message", [("data", "data_fingerprint"), ("top_k", "top_k"), ("mode", "logits"),
                                              ("dtype", "hidden_dtype"), ("layer", "also needs")])
 def test_mismatched_cache_is_refused(built, teacher_and_examples, change, message):
     teacher, tokenizer, examples = teacher_and_examples
-    kwargs = {"data": {"examples": examples[:23]}, "top_k": {"top_k": 64}, "dtype": {"dtype": "float16"},
-              "layer": {"layers": (10, 20, 30)}}[change]
+    kwargs = {"data": {"examples": examples[:23]}, "top_k": {"settings": FULL.model_copy(update={"top_k": 64})},
+              "dtype": {"settings": FULL.model_copy(update={"hidden_dtype": "float16"})},
+              "layer": {"layers": (10, 20, 30)}, "mode": {"settings": HEAD}}[change]
     with pytest.raises(StaleCache, match=message):
         _open(built, teacher_and_examples, **kwargs)
 
@@ -141,10 +158,9 @@ def test_stale_cache_is_rebuilt_with_the_union_of_layers(tmp_path, built, teache
     raw[-1] ^= 0x01
     (path / "hidden_10.npy").write_bytes(bytes(raw))
     said = []
-    teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [10], VOCAB, "float32", log=said.append)
+    teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [10], FULL, log=said.append)
     assert "rebuilding" in said[0] and "checksum" in said[0]
-    cache = teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [20], VOCAB, "float32",
-                                        log=said.append)
+    cache = teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [20], FULL, log=said.append)
     assert "rebuilding" in said[-2] and "also needs [20]" in said[-2]
     assert cache.manifest["layers"] == [10, 20, 30]  # what it held, and what this run needs
     fresh = _open(path, teacher_and_examples, layers=(10, 20, 30))
@@ -165,24 +181,26 @@ def test_an_interrupted_build_leaves_nothing_usable(tmp_path, teacher_and_exampl
     real = teacher_cache.ResponseLM.forward
     monkeypatch.setattr(teacher_cache.ResponseLM, "forward", fail_on_second)
     with pytest.raises(KeyboardInterrupt):
-        teacher_cache.build(tmp_path / "c", teacher, tokenizer, examples, VOCAB, [30], top_k=4, batch_size=8,
+        teacher_cache.build(tmp_path / "c", teacher, tokenizer, examples, VOCAB, [30], HEAD, batch_size=8,
                             log=lambda *_: None)
     assert list(tmp_path.iterdir()) == []  # no cache directory, no temporary left behind
 
 
-def test_training_from_a_full_cache_equals_online(tmp_path, word_data):
+@pytest.mark.parametrize("mode", ["head", "topk"])
+def test_training_from_a_full_cache_equals_online(tmp_path, word_data, mode):
     objectives = [{"name": "ce", "weight": 0.5}, {"name": "logit_kd", "weight": 0.5},
                   {"name": "feature", "weight": 1.0, "selector": "projection", "metric": "mse"},
                   {"name": "lens", "weight": 0.5, "layers": [[15, 1]]}]
     losses = {}
-    for mode in ("online", "cache"):
-        extra = {"teacher_cache": {"dir": str(tmp_path / "cache"), "top_k": VOCAB, "hidden_dtype": "float32"}} \
-            if mode == "cache" else {}
-        config = build_config({**tiny_config(tmp_path / mode, word_data), "objectives": objectives, **extra})
+    for cache in (False, True):
+        run = "cache" if cache else "online"
+        extra = {"teacher_cache": {"dir": str(tmp_path / "teacher-cache"), "logits": mode, "top_k": VOCAB,
+                                   "hidden_dtype": "float32"}} if cache else {}
+        config = build_config({**tiny_config(tmp_path / run, word_data), "objectives": objectives, **extra})
         result = train(config, log=lambda *_: None)
-        losses[mode] = [json.loads(l) for l in open(tmp_path / mode / "metrics.jsonl") if '"train"' in l]
+        losses[run] = [json.loads(l) for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l]
         assert result["resources"]["peak_rss_gib"] > 0
-    assert (tmp_path / "cache" / "manifest.json").is_file()
+    assert json.loads((tmp_path / "teacher-cache" / "manifest.json").read_text())["logits"] == mode
     for a, b in zip(losses["online"], losses["cache"]):
         for key in ("ce", "logit_kd", "feature", "lens"):
             assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])

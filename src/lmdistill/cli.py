@@ -109,7 +109,7 @@ def parser():
     c.add_argument("config", help="compare YAML file")
     c.add_argument("--quick", action="store_true", help="run the file's smaller quick: grid (into RUN_DIR-quick)")
     c.add_argument("--report-only", action="store_true", help="write the report from the finished cells, train nothing")
-    c.add_argument("--online", action="store_true", help="run the teacher online in every cell (exact, slower)")
+    c.add_argument("--online", action="store_true", help="run the teacher online in every cell (exact, slower), into RUN_DIR-online")
     c.set_defaults(func=cmd_compare)
 
     i = sub.add_parser("info", help="describe a model and suggest a layer map",

@@ -73,13 +73,24 @@ class TeacherConfig(Strict):
     trust_remote_code: bool = False
 
 
-class TeacherCacheConfig(Strict):
-    """Compute the teacher once over the training set and train from the stored outputs (see teacher_cache.py)."""
+class CacheSettings(Strict):
+    """How the teacher cache stores the teacher's outputs (see teacher_cache.py)."""
+    logits: Literal["head", "topk"] = Field("head", description="head: store the final hidden state (float32) and "
+                                            "apply the teacher's LM head when training (exact); topk: store the top_k "
+                                            "log-probs and the rest's mass, spread evenly (smaller, approximate)")
+    top_k: int = Field(256, gt=0, description="log-probabilities kept per position (logits: topk)")
+    hidden_dtype: Literal["float16", "float32"] = Field("float16", description="storage of the hidden states the "
+                                                        "feature and lens objectives read")
+
+
+class TeacherCacheConfig(CacheSettings):
+    """Compute the teacher once over the training set and train from the stored outputs."""
     dir: str = Field(..., description="cache directory; built when missing or stale, reused when it matches")
-    top_k: int = Field(64, gt=0, description="log-probabilities kept per position; the rest's mass is spread evenly")
-    hidden_dtype: Literal["float16", "float32"] = "float16"
     layers: list[int] = Field(default_factory=list, description="teacher hidden_states to store besides those "
                               "this run's objectives need (compare stores every method's)")
+
+    def settings(self):
+        return CacheSettings(**self.model_dump(include=set(CacheSettings.model_fields)))
 
 
 class StudentConfig(Strict):

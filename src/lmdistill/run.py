@@ -163,7 +163,7 @@ def cached_teacher(parts, accelerator, log=print):
         return None
     from lmdistill import teacher_cache
     args = (cfg.dir, parts.teacher, parts.tokenizer, parts.splits["train"].examples, parts.vocab_size,
-            sorted(needed | set(cfg.layers)), cfg.top_k, cfg.hidden_dtype)
+            sorted(needed | set(cfg.layers)), cfg.settings())
     if accelerator.is_main_process:
         cache = teacher_cache.load_or_build(*args, log=log)
     accelerator.wait_for_everyone()

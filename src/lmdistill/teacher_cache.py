@@ -1,14 +1,19 @@
-"""The teacher computed once: top-k log-probabilities (+ the log-mass of the rest) and hidden states at response
-positions of every training example, in memory-mapped .npy files with a manifest.
+"""The teacher computed once: its outputs at the response positions of every training example, in memory-mapped
+.npy files with a manifest. Logits are stored one of two ways (`logits`):
+- head (default): the final hidden state, float32; training applies the teacher's LM head to it, which gives the
+  online logits (to float32 rounding) at a few percent of the teacher's cost;
+- topk: the top-k log-probabilities with their ids and the log of the rest's mass (smaller for huge vocabularies).
+Hidden states for feature and lens objectives are stored as `hidden_dtype`.
 
 The manifest binds the files to the teacher (weights fingerprint), tokenizer, encoded data, vocabulary, top-k,
 storage dtype and layer set, and records each file's size and sha256. `open_cache` checks all of it; anything
 that does not match (or a missing, truncated or altered file) is rebuilt, never used. The directory is
 written to a temporary name and renamed into place, so a killed build leaves nothing that looks finished.
 
-A cached teacher answers like the online one (`forward.ModelOutputs`): its logits are log-probabilities with
-the top k exact and the rest of the mass spread evenly over the other tokens; hidden states are the stored
-ones (float16 by default). How far each objective moves from its online value: benchmarks/cache_fidelity.py.
+A cached teacher answers like the online one (`forward.ModelOutputs`). In topk mode its logits are
+log-probabilities, exact on the top k, with the rest of the mass spread evenly over the other tokens. How far
+each objective moves from its online value: benchmarks/cache_fidelity.py (topk is far off for reverse KL, AKL and
+temperatures above 1, whose values depend on the tail).
 """
 import hashlib
 import json
@@ -21,7 +26,7 @@ import torch
 from lmdistill.data import IGNORE, in_batches
 from lmdistill.errors import UserError
 from lmdistill.features.artifact import data_fingerprint, model_fingerprint
-from lmdistill.forward import ModelOutputs, ResponseLM
+from lmdistill.forward import ModelOutputs, ResponseLM, lm_head_logits
 from lmdistill.io import atomic_dir, atomic_write_json
 
 FORMAT = "lmdistill-teacher-cache-1"
@@ -48,12 +53,13 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def identity(teacher, tokenizer, examples, vocab_size, top_k, hidden_dtype):
+def identity(teacher, tokenizer, examples, vocab_size, settings):
     """What a cache must have been built from to be used (besides holding the needed layers)."""
     return {"format": FORMAT, "teacher": teacher.config.name_or_path, "teacher_fingerprint": model_fingerprint(teacher),
             "teacher_dtype": str(next(teacher.parameters()).dtype).removeprefix("torch."),
             "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "data_fingerprint": data_fingerprint(examples),
-            "examples": len(examples), "vocab_size": vocab_size, "top_k": top_k, "hidden_dtype": hidden_dtype}
+            "examples": len(examples), "vocab_size": vocab_size, "logits": settings.logits,
+            "top_k": settings.top_k if settings.logits == "topk" else None, "hidden_dtype": settings.hidden_dtype}
 
 
 def response_rows(example):
@@ -61,38 +67,41 @@ def response_rows(example):
     return len(example.input_ids) - max(example.n_prompt, 1)
 
 
-def build(path, teacher, tokenizer, examples, vocab_size, layers, top_k=64, hidden_dtype="float16", batch_size=16,
-          log=print):
+def build(path, teacher, tokenizer, examples, vocab_size, layers, settings, batch_size=16, log=print):
     """Run the teacher over `examples` once and write the cache directory at `path` (atomically)."""
-    if not 0 < top_k <= vocab_size:
+    top_k, final = settings.top_k, teacher.config.num_hidden_layers
+    topk = settings.logits == "topk"
+    if topk and not 0 < top_k <= vocab_size:
         raise UserError(f"teacher_cache.top_k must be between 1 and the vocabulary size {vocab_size}, got {top_k}")
-    layers = sorted(set(layers))
-    meta = identity(teacher, tokenizer, examples, vocab_size, top_k, hidden_dtype)
+    layers = sorted(set(layers) | ({final} if not topk else set()))
+    meta = identity(teacher, tokenizer, examples, vocab_size, settings)
     counts = [response_rows(e) for e in examples]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     n, width = int(offsets[-1]), teacher.config.hidden_size
     device = next(teacher.parameters()).device
     model = ResponseLM(teacher, vocab_size)
-    log(f"teacher cache: {len(examples)} examples, {n} response positions, top-{top_k} + rest, hidden layers "
-        f"{layers} as {hidden_dtype} -> {path}")
+    log(f"teacher cache: {len(examples)} examples, {n} response positions, "
+        + (f"top-{top_k} log-probs + rest" if topk else "logits from the final hidden state (float32)")
+        + f", hidden layers {layers} as {settings.hidden_dtype} -> {path}")
     with atomic_dir(path) as tmp:
-        arrays = {"offsets": offsets}
-        mm = {"topk_logprobs": np.lib.format.open_memmap(tmp / "topk_logprobs.npy", "w+", np.float32, (n, top_k)),
-              "topk_ids": np.lib.format.open_memmap(tmp / "topk_ids.npy", "w+", np.int32, (n, top_k)),
-              "rest_logmass": np.lib.format.open_memmap(tmp / "rest_logmass.npy", "w+", np.float32, (n,))}
+        mm = {}
+        if topk:
+            mm = {"topk_logprobs": np.lib.format.open_memmap(tmp / "topk_logprobs.npy", "w+", np.float32, (n, top_k)),
+                  "topk_ids": np.lib.format.open_memmap(tmp / "topk_ids.npy", "w+", np.int32, (n, top_k)),
+                  "rest_logmass": np.lib.format.open_memmap(tmp / "rest_logmass.npy", "w+", np.float32, (n,))}
         for layer in layers:
-            mm[f"hidden_{layer}"] = np.lib.format.open_memmap(tmp / f"hidden_{layer}.npy", "w+",
-                                                              NP_DTYPES[hidden_dtype], (n, width))
+            dtype = np.float32 if layer == final and not topk else NP_DTYPES[settings.hidden_dtype]
+            mm[f"hidden_{layer}"] = np.lib.format.open_memmap(tmp / f"hidden_{layer}.npy", "w+", dtype, (n, width))
         row = 0
         with torch.no_grad():
             for batch in in_batches(examples, tokenizer.pad_token_id, batch_size, device):
                 out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], tuple(layers))
-                logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-                values, ids = logprobs.topk(top_k, dim=-1)
-                end = row + len(values)
-                mm["topk_logprobs"][row:end] = values.cpu().numpy()
-                mm["topk_ids"][row:end] = ids.int().cpu().numpy()
-                mm["rest_logmass"][row:end] = rest_logmass(values).cpu().numpy()
+                end = row + len(out.targets)
+                if topk:
+                    values, ids = torch.log_softmax(out.logits.float(), dim=-1).topk(top_k, dim=-1)
+                    mm["topk_logprobs"][row:end] = values.cpu().numpy()
+                    mm["topk_ids"][row:end] = ids.int().cpu().numpy()
+                    mm["rest_logmass"][row:end] = rest_logmass(values).cpu().numpy()
                 for layer in layers:
                     mm[f"hidden_{layer}"][row:end] = out.hidden[layer].float().cpu().numpy()
                 row = end
@@ -101,7 +110,7 @@ def build(path, teacher, tokenizer, examples, vocab_size, layers, top_k=64, hidd
         for array in mm.values():
             array.flush()
         del mm
-        np.save(tmp / "offsets.npy", arrays["offsets"])
+        np.save(tmp / "offsets.npy", offsets)
         files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.glob("*.npy"))}
         atomic_write_json(tmp / "manifest.json", {**meta, "layers": layers, "rows": n, "files": files})
     return path
@@ -152,9 +161,13 @@ class TeacherCache:
         """Row numbers of these examples' response positions, example by example."""
         return np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices])
 
-    def outputs(self, indices, layers=(), device="cpu"):
-        """(dense log-probs [N, V], {layer: hidden [N, d] float32}) for the examples `indices`, in batch order."""
-        rows = self.rows(indices)
+    def hidden(self, rows, layers, device="cpu"):
+        """{layer: hidden [N, d] float32} at these rows."""
+        return {layer: torch.from_numpy(np.ascontiguousarray(self.arrays[f"hidden_{layer}"][rows])).float().to(device)
+                for layer in layers}
+
+    def topk_logprobs(self, rows, device="cpu"):
+        """Dense log-probs [N, V] at these rows: the stored top k, the rest's mass spread evenly over the others."""
         top = torch.from_numpy(np.ascontiguousarray(self.arrays["topk_logprobs"][rows])).to(device)
         ids = torch.from_numpy(np.ascontiguousarray(self.arrays["topk_ids"][rows])).long().to(device)
         rest = torch.from_numpy(np.ascontiguousarray(self.arrays["rest_logmass"][rows])).to(device)
@@ -162,9 +175,7 @@ class TeacherCache:
         others = max(vocab - k, 1)
         logits = (rest - math.log(others)).unsqueeze(1).expand(len(rows), vocab).clone()
         logits.scatter_(1, ids, top)
-        hidden = {layer: torch.from_numpy(np.ascontiguousarray(self.arrays[f"hidden_{layer}"][rows])).float().to(device)
-                  for layer in layers}
-        return logits, hidden
+        return logits
 
 
 class CachedTeacher:
@@ -180,17 +191,26 @@ class CachedTeacher:
             raise RuntimeError("a cached teacher needs batches that carry their example indices ('index')")
         labels = batch["labels"]
         where = labels[:, 1:] != IGNORE
-        logits, hidden = self.cache.outputs(batch["index"].tolist(), layers, labels.device)
-        if len(logits) != int(where.sum()):
-            raise UserError(f"teacher cache {self.cache.path} has {len(logits)} positions for this batch, the batch "
+        rows = self.cache.rows(batch["index"].tolist())
+        if len(rows) != int(where.sum()):
+            raise UserError(f"teacher cache {self.cache.path} has {len(rows)} positions for this batch, the batch "
                             f"has {int(where.sum())}; delete the cache directory to rebuild it")
+        if self.cache.manifest["logits"] == "topk":
+            hidden = self.cache.hidden(rows, layers, labels.device)
+            logits = self.cache.topk_logprobs(rows, labels.device)
+        else:
+            final = self.lm.config.num_hidden_layers
+            hidden = self.cache.hidden(rows, set(layers) | {final}, labels.device)
+            logits = lm_head_logits(self.lm, hidden[final])[:, :self.cache.manifest["vocab_size"]]
+            if final not in layers:
+                del hidden[final]
         return ModelOutputs(logits, labels[:, 1:][where], hidden, self.lm)
 
 
-def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, top_k, hidden_dtype, log=print,
-                  build_allowed=True):
-    """A matching cache at `path`, rebuilt first (with the union of its layers and `layers`) when stale."""
-    expected = identity(teacher, tokenizer, examples, vocab_size, top_k, hidden_dtype)
+def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settings, log=print, build_allowed=True):
+    """A matching cache at `path`, rebuilt first (with the union of its layers and `layers`) when stale.
+    `settings`: config.CacheSettings (logits, top_k, hidden_dtype)."""
+    expected = identity(teacher, tokenizer, examples, vocab_size, settings)
     try:
         cache = open_cache(path, expected, layers)
         log(f"teacher cache: using {path} ({cache.manifest['rows']} positions, layers {cache.manifest['layers']})")
@@ -201,8 +221,7 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, top_k,
         if Path(path).exists():
             log(f"teacher cache: rebuilding, {why}")
         old_layers = _layers_of(path)
-        build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), top_k,
-              hidden_dtype, log=log)
+        build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), settings, log=log)
     return open_cache(path, expected, layers)
 
 

@@ -40,7 +40,10 @@ def task_table(rows, methods, baseline):
         cells = [method, str(len(mine))]
         for key, _, fmt in used:
             values = [r[key] for r in mine if key in r]
-            cells.append(f"{fmt.format(mean(values))} ± {fmt.format(std(values))}" if values else "-")
+            if not values:
+                cells.append("-")
+            else:
+                cells.append(fmt.format(mean(values)) + (f" ± {fmt.format(std(values))}" if len(values) > 1 else ""))
         for key, _ in differences:
             seeds = [r["seed"] for r in mine if (baseline, r["seed"]) in by and key in r]
             if method == baseline or not seeds:
@@ -52,6 +55,22 @@ def task_table(rows, methods, baseline):
         cells.append(f"{max(r.get('peak_rss_gib', 0) for r in mine):.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def comparisons_table(rows, comparisons):
+    """Paired differences for chosen (method, reference) pairs, over the seeds both finished."""
+    by = {(r["method"], r["seed"]): r for r in rows}
+    keys = [(key, title) for key, title in DIFFERENCES if any(key in r for r in rows)]
+    lines = ["| comparison | " + " | ".join(f"{title} difference (95 % CI)" for _, title in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for method, reference in comparisons:
+        seeds = sorted(s for m, s in by if m == method and (reference, s) in by)
+        if not seeds:
+            continue
+        cells = [difference_text(paired([by[(method, s)][key] for s in seeds], [by[(reference, s)][key] for s in seeds]))
+                 for key, _ in keys]
+        lines.append(f"| {method} − {reference} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def reference_table(reference):
@@ -102,6 +121,12 @@ def plot(path, task, rows, curves, methods, primary="ce"):
     tmp.unlink()
 
 
+def describe_cache(cache):
+    logits = (f"top-{cache.top_k} log-probs + the rest's mass" if cache.logits == "topk"
+              else "logits from the stored final hidden state through the teacher's head, exact")
+    return f"{logits}; hidden states {cache.hidden_dtype}"
+
+
 def write_report(compare, rows, curves, references, root):
     from lmdistill.run import command_line
     methods, baseline = list(compare.methods), compare.baseline_method
@@ -112,8 +137,7 @@ def write_report(compare, rows, curves, references, root):
              "",
              f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
              f"{first_cell_steps}; teacher in training: "
-             + (f"cache (top-{compare.cache.top_k} log-probs + rest, hidden states {compare.cache.hidden_dtype})"
-                if compare.teacher == "cache" else "online") + ". "
+             + (f"cache ({describe_cache(compare.cache)})" if compare.teacher == "cache" else "online") + ". "
              "Every method of a seed starts from the same student initialisation and sees the same batches (paired). "
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
              f"computed with the online teacher. Differences are method − {baseline}, seed by seed, with a Student-t "
@@ -126,7 +150,11 @@ def write_report(compare, rows, curves, references, root):
         if reference:
             parts.append(f"Held-out split `{reference['split']}`: {reference['examples']} examples, "
                          f"{reference['response_tokens']} response tokens, task kind {reference['task_kind']}.\n")
-        parts += [task_table(task_rows, methods, baseline), "", reference_table(reference), ""]
+        parts += [task_table(task_rows, methods, baseline), ""]
+        questions = comparisons_table(task_rows, compare.comparisons)
+        if questions:
+            parts += ["Paired comparisons (negative = the first method is lower, i.e. better):", "", questions, ""]
+        parts += [reference_table(reference), ""]
         if task_rows:
             image = f"compare-{task}.png"
             plot(root / image, task, task_rows, curves, methods)

@@ -37,12 +37,11 @@ def reference_key(config):
 def prepare_task(compare, task, task_cells, log=print):
     """Build (or check) the task's teacher cache with every method's teacher layers, and evaluate the teacher and
     the trivial baselines once. Returns the reference record."""
-    from lmdistill.build import build_parts
+    from lmdistill.build import ObjectiveContext, build_parts
     from lmdistill.eval.run import held_out, reference_rows
     from lmdistill.eval.teacher_forced import teacher_forced
     from lmdistill.forward import ResponseLM
     from lmdistill.objectives import build_objectives
-    from lmdistill.build import ObjectiveContext
     root = Path(compare.run_dir)
     first = task_cells[0].config
     ref_path = root / "reference" / f"{task}.json"
@@ -63,7 +62,7 @@ def prepare_task(compare, task, task_cells, log=print):
         started = time.time()
         cache = teacher_cache.load_or_build(first.teacher_cache.dir, parts.teacher, parts.tokenizer,
                                             parts.splits["train"].examples, parts.vocab_size, layers,
-                                            compare.cache.top_k, compare.cache.hidden_dtype, log=log)
+                                            compare.cache, log=log)
         size = sum(f["bytes"] for f in cache.manifest["files"].values())
         log(f"{task}: teacher cache ready in {time.time() - started:.0f} s ({size / 2**20:.0f} MiB)")
     if reference is None:
@@ -115,8 +114,9 @@ def cell_row(cell):
 
 def run_compare(path, quick=False, report_only=False, online=False, log=print):
     compare = load_compare(path, quick)
-    if online:
+    if online and compare.teacher != "online":
         compare.teacher = "online"
+        compare.run_dir = compare.run_dir.rstrip("/") + "-online"  # the cached grid's results stay as they are
     grid = cells(compare)  # every cell's config is validated before anything runs
     root = Path(compare.run_dir)
     root.mkdir(parents=True, exist_ok=True)

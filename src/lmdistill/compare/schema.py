@@ -4,16 +4,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from lmdistill.config import Strict, _one_line, check_keys, read_yaml
+from lmdistill.config import CacheSettings, Strict, _one_line, check_keys, read_yaml
 from lmdistill.errors import UserError, did_you_mean
 
 # Keys a compare file sets per cell, so the base config must not.
 PER_CELL = ("seed", "run_dir", "objectives", "teacher_cache")
-
-
-class CacheSettings(Strict):
-    top_k: int = Field(256, gt=0, description="teacher log-probabilities kept per position")
-    hidden_dtype: Literal["float16", "float32"] = "float16"
 
 
 class Quick(Strict):
@@ -36,6 +31,8 @@ class CompareConfig(Strict):
                                                             description="name -> preset name or objectives list")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     baseline: str | None = Field(None, description="method the paired differences are taken against; default the first")
+    comparisons: list[tuple[str, str]] = Field(default_factory=list, description="extra [method, reference] pairs "
+                                               "whose paired differences the report gives")
     teacher: Literal["cache", "online"] = Field("cache", description="online: every cell runs the teacher itself "
                                                 "(exact; slower)")
     cache: CacheSettings = CacheSettings()
@@ -52,6 +49,10 @@ class CompareConfig(Strict):
                 for name in names or ():
                     if name not in known:
                         raise ValueError(f"quick: unknown {kind} '{name}'{did_you_mean(name, known)}")
+        for pair in self.comparisons:
+            for name in pair:
+                if name not in self.methods:
+                    raise ValueError(f"comparisons: '{name}' is not a method{did_you_mean(name, self.methods)}")
         for key in PER_CELL:
             if key in self.base:
                 raise ValueError(f"base.{key} is set per cell by compare; remove it")
@@ -91,6 +92,7 @@ def load_compare(path, quick=False):
             raise UserError(f"{path} has no quick: section; add one (methods, tasks, seeds, overrides) or drop --quick")
         q = config.quick
         config.methods = {m: config.methods[m] for m in q.methods or config.methods}
+        config.comparisons = [pair for pair in config.comparisons if set(pair) <= set(config.methods)]
         config.tasks = {t: config.tasks[t] for t in q.tasks or config.tasks}
         config.seeds = q.seeds or config.seeds
         config.base = deep_merge(config.base, q.overrides)
