@@ -140,3 +140,28 @@ def test_a_failed_cell_is_reported_and_retried(tmp_path, word_data, monkeypatch)
     with pytest.raises(UserError, match="1 of 1 cells failed.*sft / seed 0"):
         runner.run_compare(path, log=lambda *_: None)
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_cli_mistake_exits_2_with_one_line(tmp_path, word_data, capsys):
+    from lmdistill.cli import main
+    path = _compare_file(tmp_path, word_data, seeds=[0, 0])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "seeds must be distinct" in err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_cell_saved_under_another_schema_default_is_not_done(tmp_path, word_data):
+    """A config saved before a default changed re-reads equal through the schema, but it was another run."""
+    compare = load_compare(_compare_file(tmp_path, word_data))
+    cell = grid.cells(compare)[0]
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "eval.json").write_text("{}")
+    saved = cell.config.model_dump(mode="json")
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert runner.is_done(cell)
+    del saved["teacher_cache"]["logits"]  # as written before the key existed
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert not runner.is_done(cell)

@@ -127,13 +127,14 @@ def describe_cache(cache):
     return f"{logits}; hidden states {cache.hidden_dtype}"
 
 
-def write_report(compare, rows, curves, references, root):
+def write_report(compare, rows, curves, references, root, run_note=""):
     from lmdistill.run import command_line
     methods, baseline = list(compare.methods), compare.baseline_method
     first_cell_steps = sorted({r["steps"] for r in rows})
     parts = [f"# lmdistill compare: {root}", "",
              f"command: `{command_line()}`  ",
-             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; date: {datetime.date.today()}",
+             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; date: {datetime.date.today()}"
+             + (f"; {run_note}" if run_note else ""),
              "",
              f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
              f"{first_cell_steps}; teacher in training: "

@@ -11,21 +11,21 @@ from pathlib import Path
 from lmdistill.compare.grid import cells
 from lmdistill.compare.report import write_report
 from lmdistill.compare.schema import load_compare
-from lmdistill.config import build_config, read_yaml, save_config
+from lmdistill.config import read_yaml, save_config
 from lmdistill.errors import UserError
 from lmdistill.io import atomic_write_json, atomic_write_text
 
 
 def is_done(cell):
-    """A cell counts as finished when it wrote eval.json under exactly this cell's config."""
+    """A cell counts as finished when it wrote eval.json under exactly this cell's config. The saved config is
+    compared as written, not re-read through the schema: a default that changed since means a different run."""
     run_dir = cell.run_dir
     if not (run_dir / "eval.json").is_file() or not (run_dir / "config.yaml").is_file():
         return False
     try:
-        saved = build_config(read_yaml(run_dir / "config.yaml")).model_dump(mode="json")
+        return read_yaml(run_dir / "config.yaml") == cell.config.model_dump(mode="json")
     except UserError:
         return False
-    return saved == cell.config.model_dump(mode="json")
 
 
 def reference_key(config):
@@ -113,6 +113,7 @@ def cell_row(cell):
 
 
 def run_compare(path, quick=False, report_only=False, online=False, log=print):
+    started = time.time()
     compare = load_compare(path, quick)
     if online and compare.teacher != "online":
         compare.teacher = "online"
@@ -122,7 +123,7 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print):
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "compare.yaml", _dump(compare))
     references = {}
-    failed = []
+    failed, trained = [], 0
     todo = [c for c in grid if not is_done(c)]
     log(f"compare: {len(grid)} cells ({len(compare.tasks)} tasks x {len(compare.methods)} methods x "
         f"{len(compare.seeds)} seeds), {len(grid) - len(todo)} already finished -> {root}")
@@ -141,6 +142,7 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print):
                 log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: FAILED (exit {code}), see "
                     f"{cell.run_dir.parent / f'seed{cell.seed}.log'}")
                 continue
+            trained += 1
             row, _ = cell_row(cell)
             log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: CE {row['ce']:.3f}, KL {row.get('kl', float('nan')):.3f}"
                 f" ({seconds:.0f} s)")
@@ -151,7 +153,9 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print):
         rows.append(row)
         curves[(cell.task, cell.method, cell.seed)] = curve
     atomic_write_json(root / "rows.json", rows)
-    report = write_report(compare, rows, curves, references, root)
+    report = write_report(compare, rows, curves, references, root,
+                          run_note=f"this invocation: {time.time() - started:.0f} s wall; {trained} cells trained, "
+                                   f"{len(finished) - trained} found finished, {len(failed)} failed")
     log(report)
     if failed:
         raise UserError(f"{len(failed)} of {len(grid)} cells failed ({'; '.join(failed[:3])}); their logs are "
