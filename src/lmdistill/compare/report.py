@@ -151,15 +151,17 @@ def write_report(compare, rows, curves, references, root, run_note=""):
         if reference:
             parts.append(f"Held-out split `{reference['split']}`: {reference['examples']} examples, "
                          f"{reference['response_tokens']} response tokens, task kind {reference['task_kind']}.\n")
+        if not task_rows:
+            parts += ["(no finished cells yet)", ""]
+            continue
         parts += [task_table(task_rows, methods, baseline), ""]
         questions = comparisons_table(task_rows, compare.comparisons)
         if questions:
             parts += ["Paired comparisons (negative = the first method is lower, i.e. better):", "", questions, ""]
         parts += [reference_table(reference), ""]
-        if task_rows:
-            image = f"compare-{task}.png"
-            plot(root / image, task, task_rows, curves, methods)
-            parts += [f"![{task}]({image})", ""]
+        image = f"compare-{task}.png"
+        plot(root / image, task, task_rows, curves, methods)
+        parts += [f"![{task}]({image})", ""]
     text = "\n".join(parts) + "\n"
     atomic_write_text(Path(root) / "report.md", text)
     return text
