@@ -3,15 +3,10 @@ import argparse
 import datetime
 import platform
 import shlex
-import statistics
 import sys
 import time
 
-
-def mean_std(values):
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+from lmdistill.compare.stats import mean_std_text as mean_std
 
 
 def paired(by, name, reference, key, seeds):

@@ -159,7 +159,7 @@ def cached_teacher(parts, accelerator, log=print):
     """The teacher read from config.teacher_cache (built by the main process when missing or stale), or None."""
     cfg = parts.config.teacher_cache
     needed = {l for o in parts.objectives if o.needs_teacher for l in o.teacher_layers()}
-    if cfg is None or not any(o.needs_teacher for o in parts.objectives):
+    if cfg is None or not any(o.needs_teacher for o in parts.objectives):  # e.g. SFT: nothing to read
         return None
     from lmdistill import teacher_cache
     args = (cfg.dir, parts.teacher, parts.tokenizer, parts.splits["train"].examples, parts.vocab_size,

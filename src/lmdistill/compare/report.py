@@ -2,11 +2,12 @@
 with a 95 % t interval), the teacher and trivial baselines beside it, and a PNG (metric by method with seed
 points; training-loss curves)."""
 import datetime
+import io
 import os
 import platform
 from pathlib import Path
 
-from lmdistill.compare.stats import mean, paired, std
+from lmdistill.compare.stats import mean, mean_std_text, paired
 from lmdistill.io import atomic_write_bytes, atomic_write_text
 
 METRICS = [("ce", "CE", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"),
@@ -40,10 +41,7 @@ def task_table(rows, methods, baseline):
         cells = [method, str(len(mine))]
         for key, _, fmt in used:
             values = [r[key] for r in mine if key in r]
-            if not values:
-                cells.append("-")
-            else:
-                cells.append(fmt.format(mean(values)) + (f" ± {fmt.format(std(values))}" if len(values) > 1 else ""))
+            cells.append(mean_std_text(values, fmt) if values else "-")
         for key, _ in differences:
             seeds = [r["seed"] for r in mine if (baseline, r["seed"]) in by and key in r]
             if method == baseline or not seeds:
@@ -114,11 +112,10 @@ def plot(path, task, rows, curves, methods, primary="ce"):
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    atomic_write_bytes(path, image.getvalue())
 
 
 def describe_cache(cache):
@@ -130,14 +127,14 @@ def describe_cache(cache):
 def write_report(compare, rows, curves, references, root, run_note=""):
     from lmdistill.run import command_line
     methods, baseline = list(compare.methods), compare.baseline_method
-    first_cell_steps = sorted({r["steps"] for r in rows})
+    steps = sorted({r["steps"] for r in rows})
     parts = [f"# lmdistill compare: {root}", "",
              f"command: `{command_line()}`  ",
              f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; date: {datetime.date.today()}"
              + (f"; {run_note}" if run_note else ""),
              "",
              f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
-             f"{first_cell_steps}; teacher in training: "
+             f"{steps}; teacher in training: "
              + (f"cache ({describe_cache(compare.cache)})" if compare.teacher == "cache" else "online") + ". "
              "Every method of a seed starts from the same student initialisation and sees the same batches (paired). "
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "

@@ -15,6 +15,13 @@ def std(xs):
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def mean_std_text(values, fmt="{:.3f}"):
+    """'m ± s' over the values, or the plain value when there is one."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(mean(values))} ± {fmt.format(std(values))}"
+
+
 def t_cdf(t, df):
     """P(T <= t) for Student's t with df degrees of freedom, via the regularised incomplete beta function."""
     x = df / (df + t * t)
