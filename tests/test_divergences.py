@@ -340,3 +340,27 @@ def test_closed_form_gradients_match_autograd(name, params, scale):
 def test_divergences_without_closed_form_use_autograd():
     for name in ("skew_forward_kl", "skew_reverse_kl", "tvd", "akl"):
         assert D._closed_form(getattr(D, f"_{name}")) is None
+
+
+@pytest.mark.parametrize("name,beta", [("forward_kl", None), ("reverse_kl", None), ("generalized_jsd", 0.1),
+                                       ("generalized_jsd", 0.5), ("generalized_jsd", 0.9)], ids=str)
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_finite_fast_path_matches_masked_path(name, beta, scale, dtype):
+    # Finite inputs take the unmasked closed form; it must agree with the masked one, including where float32
+    # probabilities underflow to 0 (scale 30), and the masked one must be taken as soon as one entry is -inf.
+    s, t, _ = make(17, shape=(6, 300), scale=scale)
+    s, t = s.to(dtype), t.to(dtype)
+    args = () if beta is None else (beta,)
+    fast = getattr(D, f"_{name}_grad")(s, t, *args)
+    masked = getattr(D, f"_{name}_grad_masked")(t.log_softmax(-1), s.log_softmax(-1), *args)
+    tol = dict(rtol=1e-10, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-7)
+    for a, b in zip(fast, masked):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, **tol)
+    t[0, :3] = -math.inf
+    assert not D._finite(t.log_softmax(-1))
+    got = getattr(D, f"_{name}_grad")(s, t, *args)
+    want = getattr(D, f"_{name}_grad_masked")(t.log_softmax(-1), s.log_softmax(-1), *args)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -118,8 +118,21 @@ def _akl(s, t, mu):
 # per-row loss L(q): dL/ds = q * (g - sum(q * g)) with g = dL/dq. Terms dropped by _kl (a -inf log-prob) are
 # dropped from the gradient too.
 
+def _finite(*xs):
+    """No entry is -inf or NaN: the usual case, where the closed forms below need not mask dropped terms."""
+    return all(bool(x.amin() > -math.inf) for x in xs)
+
+
 def _forward_kl_grad(s, t):
     lp, lq = _logps(s, t)
+    if not _finite(lp, lq):
+        return _forward_kl_grad_masked(lp, lq)
+    p = lp.exp()
+    value = lp.sub_(lq).mul_(p).sum(-1)  # in place: lp is not needed again
+    return value, lq.exp_().mul_(p.sum(-1, keepdim=True)).sub_(p)
+
+
+def _forward_kl_grad_masked(lp, lq):
     p, q = lp.exp(), lq.exp()
     ok = (lp > -math.inf) & (lq > -math.inf)
     p_ok = torch.where(ok, p, 0.0)
@@ -128,6 +141,15 @@ def _forward_kl_grad(s, t):
 
 def _reverse_kl_grad(s, t):
     lp, lq = _logps(s, t)
+    if not _finite(lp, lq):
+        return _reverse_kl_grad_masked(lp, lq)
+    q = lq.exp()
+    r = lq.sub_(lp)
+    value = (q * r).sum(-1)
+    return value, r.sub_((value + q.sum(-1) - 1).unsqueeze(-1)).mul_(q)
+
+
+def _reverse_kl_grad_masked(lp, lq):
     q = lq.exp()
     ok = (lp > -math.inf) & (lq > -math.inf)
     r = torch.where(ok, lq - lp, 0.0)
@@ -142,6 +164,19 @@ def _generalized_jsd_grad(s, t, beta):
     if beta == 1:
         return _reverse_kl_grad(s, t)
     lp, lq = _logps(s, t)
+    if not _finite(lp, lq):
+        return _generalized_jsd_grad_masked(lp, lq, beta)
+    p, q = lp.exp(), lq.exp()
+    # m = beta p + (1 - beta) q. Where it underflows to 0 so do p and q, and their terms are 0 whatever log m is.
+    lm = torch.lerp(q, p, beta).clamp_min_(torch.finfo(p.dtype).tiny).log_()
+    g = lq.sub_(lm)  # log q - log m
+    qg = (q * g).sum(-1)
+    value = beta * lp.sub_(lm).mul_(p).sum(-1) + (1 - beta) * qg
+    g.mul_(1 - beta)  # dJSD/dq
+    return value, g.sub_((1 - beta) * qg.unsqueeze(-1)).mul_(q)
+
+
+def _generalized_jsd_grad_masked(lp, lq, beta):
     p, q = lp.exp(), lq.exp()
     m = beta * p + (1 - beta) * q  # in probability space: where m underflows to 0, so do p and q
     lm = m.log()
