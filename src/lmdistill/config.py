@@ -131,6 +131,8 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(20, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
+    max_bad_steps: int = Field(5, gt=0, description="a step whose loss or gradient is NaN/inf is skipped (no update) "
+                               "with a warning; this many in a row stop training with an error")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else no")
     log_every: int = Field(10, gt=0)
     eval_every: int = Field(100, ge=0, description="0 turns periodic dev evaluation off")

@@ -41,8 +41,10 @@ def _set_rng_state(state, torch_state):
     torch.set_rng_state(torch_state)
 
 
-def save_checkpoint(run_dir, step, student, extra_modules, optimizer, scheduler, tokenizer, keep):
+def save_checkpoint(run_dir, step, student, extra_modules, optimizer, scheduler, tokenizer, keep, counters=None):
     target = Path(run_dir) / "checkpoints" / f"step-{step:06d}"
+    for junk in target.parent.glob(".step-*"):  # left by a run killed while writing a checkpoint
+        shutil.rmtree(junk, ignore_errors=True)
     with atomic_dir(target) as tmp:
         student.save_pretrained(tmp / "student", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "student")
@@ -50,7 +52,7 @@ def save_checkpoint(run_dir, step, student, extra_modules, optimizer, scheduler,
             save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / f"objective-{name}.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "rng": _rng_state()}))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "rng": _rng_state(), **(counters or {})}))
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -70,7 +72,7 @@ def load_student_weights(model, directory):
 
 
 def load_checkpoint(path, student, extra_modules, optimizer, scheduler):
-    """Restore everything save_checkpoint wrote; returns the step to continue from."""
+    """Restore everything save_checkpoint wrote; returns the step to continue from and the saved counters."""
     path = Path(path)
     load_student_weights(student, path / "student")
     for name, module in extra_modules.items():
@@ -80,4 +82,4 @@ def load_checkpoint(path, student, extra_modules, optimizer, scheduler):
     scheduler.load_state_dict(state["scheduler"])
     meta = json.loads((path / "state.json").read_text())
     _set_rng_state(meta["rng"], state["torch_rng"])
-    return meta["step"]
+    return meta["step"], {k: v for k, v in meta.items() if k not in ("step", "rng")}

@@ -1,14 +1,18 @@
 """The training loop: one optimizer step = grad_accum micro-batches, every objective's token-sum
 divided by the global number of response tokens in the step (across micro-batches and processes)."""
+import math
+import signal
+import threading
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from lmdistill.data import IGNORE, BatchOrder, collate
+from lmdistill.errors import UserError
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
@@ -55,6 +59,9 @@ class Trainer:
                                 parts.config.seed, accelerator.num_processes, accelerator.process_index)
         self.logger = MetricsLogger(self.run_dir, accelerator.is_main_process)
         self.step = 0
+        self.bad_in_a_row = 0  # consecutive steps skipped for a non-finite loss or gradient
+        self.skipped = 0
+        self.interrupted = False
 
     @property
     def unwrapped(self):
@@ -65,7 +72,8 @@ class Trainer:
         if path is None:
             return False
         extra = self.accelerator.unwrap_model(self.extra)
-        self.step = load_checkpoint(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
+        self.step, state = load_checkpoint(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
+        self.skipped, self.bad_in_a_row = state.get("skipped", 0), state.get("bad_in_a_row", 0)
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
@@ -94,17 +102,31 @@ class Trainer:
             acc.backward(total)
             for label, l in zip(self.labels, losses):
                 sums[label] += l.detach().float()
-        grad_norm = None
-        if self.cfg.max_grad_norm:
-            params = list(self.student.parameters()) + list(self.extra.parameters())
-            grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        seen = sum(int(b["attention_mask"].sum()) for b in micro)
         components = {label: acc.reduce(v, "sum").item() / global_tokens for label, v in sums.items()}
         components["loss"] = sum(o.weight * components[label] for o, label in zip(self.objectives, self.labels))
-        return components, seen * acc.num_processes, grad_norm
+        # Gradients are already averaged over processes, so every process reaches the same verdict.
+        params = list(self.student.parameters()) + list(self.extra.parameters())
+        grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf))
+        if math.isfinite(components["loss"]) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.bad_in_a_row = 0
+        else:
+            self._skip(step, components, grad_norm)
+        self.scheduler.step()  # a skipped step still advances the schedule: lr stays a function of the step
+        self.optimizer.zero_grad(set_to_none=True)
+        seen = sum(int(b["attention_mask"].sum()) for b in micro)
+        return components, seen * acc.num_processes, grad_norm if self.cfg.max_grad_norm else None
+
+    def _skip(self, step, components, grad_norm):
+        self.bad_in_a_row += 1
+        self.skipped += 1
+        bad = [k for k, v in components.items() if not math.isfinite(v)] or [f"gradient norm ({grad_norm})"]
+        self.log(f"warning: step {step + 1} skipped, non-finite {', '.join(bad)} "
+                 f"({self.bad_in_a_row} in a row, {self.skipped} in all)")
+        if self.bad_in_a_row >= self.cfg.max_bad_steps:
+            raise UserError(f"training stopped at step {step + 1}: {self.bad_in_a_row} steps in a row had a non-finite "
+                            f"{', '.join(bad)}; lower train.lr, set train.max_grad_norm, or check the data and "
+                            f"objectives (train.max_bad_steps={self.cfg.max_bad_steps})")
 
     def evaluate_dev(self):
         dev = self.parts.splits.get("dev")
@@ -117,7 +139,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             extra = self.accelerator.unwrap_model(self.extra)
             return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, extra, self.optimizer,
-                                   self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints)
+                                   self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints,
+                                   {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row})
 
     def fit(self, stop_at=None):
         """Train to train.steps (or stop_at, leaving a checkpoint to --resume from); returns step losses."""
@@ -126,30 +149,61 @@ class Trainer:
         self.student.train()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not acc.is_main_process, dynamic_ncols=True,
                    mininterval=1.0, desc="train")
-        window_tokens, window_start = 0, time.time()
+        self.window_tokens, self.window_start = 0, time.time()
         history = []
-        while self.step < last:
-            components, tokens, grad_norm = self.train_step(self.step)
-            self.step += 1
-            window_tokens += tokens
-            history.append(components["loss"])
-            rate = window_tokens / max(time.time() - window_start, 1e-9)
-            bar.set_postfix(loss=f"{components['loss']:.3f}", tok_s=f"{rate:.0f}", refresh=False)
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                self.logger.log(self.step, "train", {**components, "lr": self.scheduler.get_last_lr()[0],
-                                                     "grad_norm": grad_norm, "tokens_per_s": rate})
-                window_tokens, window_start = 0, time.time()
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                metrics = self.evaluate_dev()
-                if metrics:
-                    self.logger.log(self.step, "dev", metrics)
-                    bar.write(f"step {self.step}: dev CE {metrics['ce']:.3f}"
-                              + (f", KL {metrics['kl']:.3f}" if "kl" in metrics else ""))
-                window_tokens, window_start = 0, time.time()  # tokens/s counts training time only
-            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
-                self.save()
-        bar.close()
+        with self._sigint_saves(), bar:  # (closing the bar on an error puts the error message on its own line)
+            while self.step < last and not self._interrupt_requested():
+                self._fit_step(bar, history)
         self.save()
         self.logger.close()
+        if self.interrupted:
+            self.log(f"interrupted at step {self.step}: checkpoint saved; continue with --resume")
+            raise KeyboardInterrupt
         return history
+
+    @contextmanager
+    def _sigint_saves(self):
+        """The first Ctrl-C asks the loop to stop after the current step and save; a second one stops at once."""
+        def first(*_):
+            self.interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, first)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _interrupt_requested(self):
+        """Whether any process was interrupted: all processes stop at the same step."""
+        if self.accelerator.num_processes == 1:
+            return self.interrupted
+        flag = torch.tensor(float(self.interrupted), device=self.accelerator.device)
+        self.interrupted = self.accelerator.reduce(flag, "sum").item() > 0
+        return self.interrupted
+
+    def _fit_step(self, bar, history):
+        cfg = self.cfg
+        components, tokens, grad_norm = self.train_step(self.step)
+        self.step += 1
+        self.window_tokens += tokens
+        history.append(components["loss"])
+        rate = self.window_tokens / max(time.time() - self.window_start, 1e-9)
+        bar.set_postfix(loss=f"{components['loss']:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+        bar.update(1)
+        if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            self.logger.log(self.step, "train", {**components, "lr": self.scheduler.get_last_lr()[0],
+                                                 "grad_norm": grad_norm, "tokens_per_s": rate,
+                                                 "skipped_steps": self.skipped})
+            self.window_tokens, self.window_start = 0, time.time()
+        if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+            metrics = self.evaluate_dev()
+            if metrics:
+                self.logger.log(self.step, "dev", metrics)
+                bar.write(f"step {self.step}: dev CE {metrics['ce']:.3f}"
+                          + (f", KL {metrics['kl']:.3f}" if "kl" in metrics else ""))
+            self.window_tokens, self.window_start = 0, time.time()  # tokens/s counts training time only
+        if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+            self.save()
