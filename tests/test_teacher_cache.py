@@ -8,6 +8,7 @@ import torch
 
 from lmdistill import data, teacher_cache
 from lmdistill.config import CacheSettings, DataConfig, TeacherConfig, build_config
+from lmdistill.errors import UserError
 from lmdistill.forward import OnlineTeacher
 from lmdistill.models import load_teacher
 from lmdistill.run import train
@@ -204,3 +205,19 @@ def test_training_from_a_full_cache_equals_online(tmp_path, word_data, mode):
     for a, b in zip(losses["online"], losses["cache"]):
         for key in ("ce", "logit_kd", "feature", "lens"):
             assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
+
+
+def test_a_directory_that_is_not_a_cache_is_never_replaced(tmp_path, built, teacher_and_examples):
+    teacher, tokenizer, examples = teacher_and_examples
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="exists and is not a teacher cache"):
+        teacher_cache.load_or_build(home, teacher, tokenizer, examples, VOCAB, [10], FULL, log=lambda *_: None)
+    assert (home / "thesis.tex").read_text() == "years of work"
+    # a cache that lost its manifest holds only cache files: it is rebuilt
+    path = _copy(built, tmp_path / "c")
+    (path / "manifest.json").unlink()
+    said = []
+    teacher_cache.load_or_build(path, teacher, tokenizer, examples, VOCAB, [10], FULL, log=said.append)
+    assert "rebuilding" in said[0] and (path / "manifest.json").is_file()

@@ -218,11 +218,21 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
     except StaleCache as why:
         if not build_allowed:
             raise
+        _check_replaceable(path)
         if Path(path).exists():
             log(f"teacher cache: rebuilding, {why}")
         old_layers = _layers_of(path)
         build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), settings, log=log)
     return open_cache(path, expected, layers)
+
+
+def _check_replaceable(path):
+    """Rebuilding replaces the directory: only ever one that holds nothing but a teacher cache's files."""
+    path = Path(path)
+    ours = lambda p: p.name == "manifest.json" or p.suffix == ".npy"  # noqa: E731
+    if path.exists() and (not path.is_dir() or not all(ours(p) for p in path.iterdir())):
+        raise UserError(f"teacher_cache.dir {path} exists and is not a teacher cache; it would be replaced. "
+                        f"Choose a new or empty directory")
 
 
 def _layers_of(path):
