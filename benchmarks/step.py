@@ -331,6 +331,11 @@ def report(args, times, tokens, memory, modes):
             ratio = times[a]["median_s"] / times[b]["median_s"]
             met = "" if target is None else ("yes" if ratio <= target else "**no**")
             lines.append(f"| {a} / {b} time | {ratio:.3f} | {'' if target is None else f'<= {target}'} | {met} |")
+    if "lens" in memory and "kd" in memory:
+        ratio = memory["lens"]["peak_rss_gib"] / memory["kd"]["peak_rss_gib"]
+        lines.append(f"| lens / kd peak RSS | {ratio:.3f} | <= 1.2 | {'yes' if ratio <= 1.2 else '**no**'} |")
+        inc = memory["lens"]["step_increase_gib"] / max(memory["kd"]["step_increase_gib"], 1e-9)
+        lines.append(f"| lens / kd step's RSS increase | {inc:.2f} | | |")
     same = [m for m in ("fkl", "trl-gkd", "trl-distill") if m in times]
     if len(same) > 1:
         lines += ["", "Same work: the first step's loss (forward KL per response token, same initial student and batch): "
@@ -340,11 +345,6 @@ def report(args, times, tokens, memory, modes):
         lines += ["", f"The lens's LM-head projections alone (floor+lens, no divergence) take {bound:.2f}x the floor"
                   + (": the <= 1.35 target is out of reach for any exact logit lens on this pair; lens / floor+lens "
                      "is the part an implementation controls." if bound > 1.35 else ".")]
-    if "lens" in memory and "kd" in memory:
-        ratio = memory["lens"]["peak_rss_gib"] / memory["kd"]["peak_rss_gib"]
-        lines.append(f"| lens / kd peak RSS | {ratio:.3f} | <= 1.2 | {'yes' if ratio <= 1.2 else '**no**'} |")
-        inc = memory["lens"]["step_increase_gib"] / max(memory["kd"]["step_increase_gib"], 1e-9)
-        lines.append(f"| lens / kd step's RSS increase | {inc:.2f} | | |")
     return "\n".join(lines) + "\n"
 
 

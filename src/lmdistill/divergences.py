@@ -239,9 +239,11 @@ class _Chunked(torch.autograd.Function):
                 z, tz = logits(sc, tc)
                 if closed_form is None:
                     values = _weighted(fn(z, tz), wc)
+                    del tz  # [c, V] buffers are what bounds memory: free each as soon as it is used
                     grads = torch.autograd.grad(values.sum(), [sc] * wants_s + trainable, allow_unused=True)
             if closed_form is not None:
                 values, gz = closed_form(z.detach(), tz)
+                del tz
                 values, gz = _weighted(values, wc), _weighted(gz, wc)
                 grads = torch.autograd.grad(z, [sc] * wants_s + trainable, gz, allow_unused=True)
             if wants_s:

@@ -32,8 +32,9 @@ class LensParams(DivergenceParams):
                              "norm of the final one, their lens is near one-hot on wrong tokens, and a raw lens loss "
                              "stayed saturated at ln 2 through training (README)")
     pair_weights: list[float] | None = Field(None, description="one weight >= 0 per layer pair; default equal")
-    chunk_size: int = Field(128, gt=0, description="positions per chunk (all pairs' rows together); 64-128 was "
-                            "fastest on 2 CPU cores at SmolLM2's vocabulary, larger chunks suit GPUs")
+    chunk_size: int = Field(64, gt=0, description="positions per chunk (all pairs' rows together): each chunk holds "
+                            "~8 [chunk x vocab] float32 buffers. 64 keeps the lens's peak memory within 1.2x plain "
+                            "KD at SmolLM2's vocabulary (benchmarks/step.py); larger chunks suit GPUs")
 
     @model_validator(mode="after")
     def _consistent(self):
