@@ -101,3 +101,17 @@ def test_select_cli_errors(tmp_path, word_data, capsys):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(UserError, match="unreadable"):
         artifact.load(bad)
+
+
+def test_a_selection_file_outside_the_run_never_replaces_a_users_file(tmp_path, word_data):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "sel.png").write_bytes(b"my figure")
+    select(build_config(feature_config(tmp_path / "run", word_data, selection_file=str(mine / "sel.safetensors"))),
+           log=lambda *_: None)
+    assert (mine / "sel.safetensors").is_file() and (mine / "sel.png").read_bytes() == b"my figure"
+    (mine / "other.safetensors").write_bytes(b"not an artifact")
+    with pytest.raises(UserError, match="exists and is not a readable selection artifact"):
+        select(build_config(feature_config(tmp_path / "run2", word_data,
+                                           selection_file=str(mine / "other.safetensors"))), log=lambda *_: None)
+    assert (mine / "other.safetensors").read_bytes() == b"not an artifact"

@@ -109,6 +109,9 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     if not accelerator.is_main_process:
         log = lambda *_: None  # noqa: E731
     run_dir = _prepare_run_dir(config, resume, overwrite)
+    if config.teacher_cache is not None:
+        from lmdistill import teacher_cache
+        teacher_cache.check_dir(config.teacher_cache.dir)  # before anything is written
     seed_everything(config.seed)
     started = time.time()
     parts = build_parts(config, log=log)

@@ -4,6 +4,7 @@ import torch
 
 from lmdistill.build import build_parts
 from lmdistill.errors import UserError
+from lmdistill.features import artifact
 
 
 def select(config, log=print):
@@ -19,6 +20,12 @@ def select(config, log=print):
     written = {}
     for objective in chosen:
         path = objective.selection_path(config.run_dir)
+        if path.exists():  # replace an older selection artifact, never anything else
+            try:
+                artifact.load(path)
+            except UserError:
+                raise UserError(f"{path} exists and is not a readable selection artifact, so select will not replace "
+                                f"it; choose another selection_file or delete it") from None
         _, record = objective.select(teacher, objective.calibration(parts.splits["train"].examples), pad, path, log)
         log(f"wrote {path}" + ("" if objective.params.selector == "random" else f" and {path.with_suffix('.png')}"))
         written[str(path)] = record

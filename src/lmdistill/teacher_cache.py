@@ -218,7 +218,7 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
     except StaleCache as why:
         if not build_allowed:
             raise
-        _check_replaceable(path)
+        check_dir(path)
         if Path(path).exists():
             log(f"teacher cache: rebuilding, {why}")
         old_layers = _layers_of(path)
@@ -226,7 +226,7 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
     return open_cache(path, expected, layers)
 
 
-def _check_replaceable(path):
+def check_dir(path):
     """Rebuilding replaces the directory: only ever one that holds nothing but a teacher cache's files."""
     path = Path(path)
     ours = lambda p: p.name == "manifest.json" or p.suffix == ".npy"  # noqa: E731

@@ -63,9 +63,9 @@ def load(path):
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as e:  # safetensors raises its own error types
-        raise UserError(f"selection artifact {path} is unreadable ({e}); rerun `lmdistill select` or delete it") from None
+        raise UserError(f"selection artifact {path} is unreadable ({e}); delete it or choose another selection_file") from None
     if header.get("format") != FORMAT:
-        raise UserError(f"{path} is not an lmdistill selection artifact ({FORMAT}); rerun `lmdistill select` or delete it")
+        raise UserError(f"{path} is not an lmdistill selection artifact ({FORMAT}); delete it or choose another selection_file")
     metadata = {key: json.loads(value) for key, value in header.items() if key != "format"}
     selections = {}
     for name, value in tensors.items():

@@ -137,9 +137,11 @@ class FeatureKD(LayerPairs, Objective):
         named = {**metadata, "score_name": self.params.score if self.params.selector == "flexkd" else
                  {"functional": "mean g^2", "pca": "activation variance", "random": "none"}[self.params.selector],
                  "spectrum_name": "activation covariance" if self.params.selector == "pca" else "E[g g^T] spectrum"}
+        replacing = path.is_file()  # only ever an older artifact (select() checks), whose plot goes with it
         artifact.save(path, selections, named)
-        if self.params.selector != "random":
-            artifact.plot(path.with_suffix(".png"), selections, named)
+        png = path.with_suffix(".png")
+        if self.params.selector != "random" and (replacing or not png.exists()):  # else: a file that is not ours
+            artifact.plot(png, selections, named)
 
     def prepare(self, teacher, examples, pad_id, log=print, run_dir=None):
         """Compute the selections from the teacher on calibration examples (once, before training), or reuse
