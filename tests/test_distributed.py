@@ -15,9 +15,19 @@ from lmdistill.run import train
 from conftest import tiny_config
 
 
+def launch_command(launcher):
+    """`accelerate launch` (what the README shows) or torchrun, starting 2 CPU processes."""
+    bin_dir = Path(sys.executable).parent
+    if launcher == "accelerate":
+        # --multi_gpu picks the multi-process launcher; on a machine without GPUs the processes use gloo on CPU
+        return [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lmdistill"]
+    return [shutil.which("torchrun", path=str(bin_dir)), "--nproc_per_node", "2", "-m", "lmdistill"]
+
+
 # distillens: the lens's LM-head gradients come out of a custom autograd function; DDP must still average them
-@pytest.mark.parametrize("objectives", ["kd", "distillens"])
-def test_two_processes_equal_one(tmp_path, word_data, objectives):
+@pytest.mark.parametrize("objectives, launcher", [("kd", "accelerate"), ("distillens", "torchrun")])
+def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher):
     single = tiny_config(tmp_path / "one", word_data, train={"steps": 4, "batch_size": 4, "grad_accum": 2},
                          objectives=objectives)
     train(build_config(single), log=lambda *_: None)
@@ -25,9 +35,7 @@ def test_two_processes_equal_one(tmp_path, word_data, objectives):
                          objectives=objectives)
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(double))
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "lmdistill", "train", str(path)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*launch_command(launcher), "train", str(path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     a, b = load_file(tmp_path / "one/student/model.safetensors"), load_file(tmp_path / "two/student/model.safetensors")
     for key in a:
