@@ -38,7 +38,16 @@ def ref_cka(s, t):
     return 1 - hsic(x, y) / (hsic(x, x).sqrt() * hsic(y, y).sqrt())
 
 
-CASES = [("mse", ref_mse, 6), ("cosine", ref_cosine, 6), ("pearson", ref_pearson, 6),
+def ref_infonce(s, t, temperature=0.1):
+    """Row by row: -log of the positive's share of exp(cos / T) over every teacher position."""
+    out = 0
+    for i in range(len(s)):
+        sims = torch.stack([(s[i] @ t[j]) / (s[i].norm() * t[j].norm()) / temperature for j in range(len(t))])
+        out = out - torch.log(sims[i].exp() / sims.exp().sum())
+    return out / len(s)
+
+
+CASES = [("contrastive", ref_infonce, 6), ("mse", ref_mse, 6), ("cosine", ref_cosine, 6), ("pearson", ref_pearson, 6),
          ("cross_correlation", ref_cross, 6), ("cka", ref_cka, 9)]
 
 
@@ -78,3 +87,28 @@ def test_cka_is_rotation_invariant_and_small_for_unrelated_features():
     q, _ = torch.linalg.qr(torch.randn(8, 8))
     assert metrics.linear_cka(t @ q, t).abs() < 1e-5
     assert metrics.linear_cka(torch.randn(200, 5), t) > 0.8
+
+
+def test_contrastive_chunks_and_negatives():
+    torch.manual_seed(2)
+    s, t = torch.randn(40, 8), torch.randn(40, 8)
+    whole = metrics.infonce(s.requires_grad_(), t, chunk_size=1000)
+    (g_whole,) = torch.autograd.grad(whole, s)
+    chunked = metrics.infonce(s, t, chunk_size=7)  # recomputed in backward: the same value and gradient
+    (g_chunked,) = torch.autograd.grad(chunked, s)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(g_chunked, g_whole)
+    assert metrics.infonce(s, t, negatives=39).item() == pytest.approx(whole.item(), rel=1e-6)  # all others: same
+    torch.manual_seed(3)
+    few = metrics.infonce(s, t, negatives=5, chunk_size=7)
+    (g_few,) = torch.autograd.grad(few, s)
+    torch.manual_seed(3)  # the same draws without recomputation: the recomputed backward replayed them
+    zs, zt = torch.nn.functional.normalize(s, dim=-1), torch.nn.functional.normalize(t, dim=-1)
+    plain = sum(metrics._infonce_rows(zs, zt, a, min(a + 7, 40), 0.1, 5).sum() for a in range(0, 40, 7)) / 40
+    (g_plain,) = torch.autograd.grad(plain, s)
+    torch.testing.assert_close(few, plain)
+    torch.testing.assert_close(g_few, g_plain)
+    assert few.item() < whole.item()  # fewer candidates, smaller log-sum-exp
+    assert torch.isfinite(g_few).all()
+    # a student that matches the teacher scores far lower than an unrelated one
+    assert metrics.infonce(t * 2, t).item() < metrics.infonce(s, t).item() - 1.0

@@ -19,7 +19,7 @@ def test_layer_pairs():
 
 @pytest.mark.parametrize("selector, metric", [("flexkd", "pearson"), ("functional", "mse"), ("pca", "cosine"),
                                               ("random", "cross_correlation"), ("projection", "mse"),
-                                              ("none", "cka")])
+                                              ("none", "cka"), ("flexkd", "contrastive")])
 def test_each_selector_trains_on_the_real_teacher(tmp_path, word_data, selector, metric):
     objectives = [{"name": "ce", "weight": 1.0},
                   {"name": "feature", "weight": 1.0, "selector": selector, "metric": metric,

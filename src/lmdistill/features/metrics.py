@@ -4,6 +4,8 @@ Each returns a scalar: the loss per position (batch statistics are taken over th
 objective multiplies by N to give the token sum the training loop expects. Computed in float32.
 """
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def standardise(x, eps=1e-6):
@@ -42,5 +44,35 @@ def linear_cka(s, t):
     return 1 - cross / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt())
 
 
+def _infonce_rows(zs, zt, start, stop, temperature, negatives):
+    """-log softmax of the positive among the candidates, for anchors start..stop-1: [stop - start]."""
+    rows = torch.arange(start, stop, device=zs.device)
+    sims = zs[start:stop] @ zt.T / temperature  # [c, N]: anchor i's positive is column i
+    if negatives is not None and negatives < zt.shape[0] - 1:
+        # `negatives` other positions per anchor, drawn without replacement (the RNG state is replayed on recompute)
+        draw = torch.rand(sims.shape, device=sims.device)
+        draw[torch.arange(len(rows)), rows] = -1.0
+        keep = torch.cat([rows[:, None], draw.topk(negatives, dim=-1).indices], dim=-1)
+        return sims.gather(-1, keep).logsumexp(-1) - sims[torch.arange(len(rows)), rows]
+    return sims.logsumexp(-1) - sims[torch.arange(len(rows)), rows]
+
+
+def infonce(s, t, temperature=0.1, negatives=None, chunk_size=256):
+    """Contrastive alignment (InfoNCE): each student feature must pick its own position's teacher feature among the
+    teacher features of the other positions (all N - 1, or `negatives` drawn at random), by cosine similarity / T.
+    Anchors go in chunks recomputed in backward, so memory is O(chunk_size x N), not O(N^2)."""
+    zs, zt = F.normalize(s.float(), dim=-1), F.normalize(t.float(), dim=-1)
+    n = zs.shape[0]
+    total = zs.new_zeros(())
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        if torch.is_grad_enabled() and zs.requires_grad:
+            values = checkpoint(_infonce_rows, zs, zt, start, stop, temperature, negatives, use_reentrant=False)
+        else:
+            values = _infonce_rows(zs, zt, start, stop, temperature, negatives)
+        total = total + values.sum()
+    return total / n
+
+
 METRICS = {"mse": mse, "cosine": cosine, "pearson": pearson, "cross_correlation": cross_correlation,
-           "cka": linear_cka}
+           "cka": linear_cka, "contrastive": infonce}

@@ -31,11 +31,14 @@ class FeatureParams(ObjectiveParams):
     layers: str | list[tuple[int, int]] = Field(
         "last", description="'last', 'uniform:K', or [[teacher, student], ...] hidden_states indices")
     selector: Literal["flexkd", "functional", "pca", "random", "projection", "none"] = "flexkd"
-    metric: Literal["pearson", "mse", "cosine", "cross_correlation", "cka"] = "pearson"
+    metric: Literal["pearson", "mse", "cosine", "cross_correlation", "cka", "contrastive"] = "pearson"
     score: Literal["abs_grad", "sq_grad", "grad_x_act"] = Field("abs_grad", description="flexkd's score")
     pairing: Literal["index", "rank"] = Field("index", description="order of the selected teacher coordinates")
     calibration_examples: int = Field(256, gt=0)
     off_diagonal: float = Field(0.005, ge=0, description="cross_correlation's off-diagonal weight")
+    contrastive_temperature: float = Field(0.1, gt=0, description="contrastive (InfoNCE): similarity temperature")
+    negatives: int | None = Field(None, gt=0, description="contrastive: negatives per anchor drawn from the batch's "
+                                  "other response positions; default all of them")
     seed: int = Field(0, description="for selector random")
     selection_file: str | None = Field(None, description="selection artifact to reuse or write; default "
                                        "RUN_DIR/selection/feature-I.safetensors (I = the objective's position)")
@@ -62,6 +65,8 @@ class FeatureKD(LayerPairs, Objective):
         self.metric = METRICS[params.metric]
         if params.metric == "cross_correlation":
             self.metric = partial(self.metric, off_diagonal=params.off_diagonal)
+        if params.metric == "contrastive":
+            self.metric = partial(self.metric, temperature=params.contrastive_temperature, negatives=params.negatives)
         self.selections = {}
         self.projections = torch.nn.ModuleList()
         if params.selector == "projection":
