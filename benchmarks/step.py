@@ -129,17 +129,12 @@ class Ours:
     """lmdistill's Trainer on its own copy of the student, fed the benchmark's batches."""
 
     def __init__(self, parts, batches, objectives, workdir, cached=False):
-        from lmdistill.build import ObjectiveContext, wrap
-        from lmdistill.config import build_config
-        from lmdistill.objectives import build_objectives
+        from lmdistill.build import wrap
         from lmdistill.run import make_accelerator
         from lmdistill.train.loop import Trainer
         workdir.mkdir(parents=True, exist_ok=True)
-        config = build_config({**parts.config.model_dump(mode="json"), "objectives": objectives,
-                               "run_dir": str(workdir)})
-        context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
-        mine = dataclasses.replace(parts, config=config, student=copy.deepcopy(parts.student),
-                                   objectives=build_objectives(config.objectives, context))
+        config, built = with_objectives(parts, objectives, run_dir=str(workdir))
+        mine = dataclasses.replace(parts, config=config, student=copy.deepcopy(parts.student), objectives=built)
         student_lm, teacher = wrap(mine)
         train_teacher = self._cache(mine, workdir) if cached else None
         self.trainer = Trainer(mine, student_lm, teacher, make_accelerator(config), workdir, quiet, train_teacher)
@@ -216,14 +211,19 @@ class TRL:
         return float(loss)
 
 
+def with_objectives(parts, objectives, **changes):
+    """(parts.config with these objectives and changes, the objectives built for parts' models)."""
+    from lmdistill.build import ObjectiveContext
+    from lmdistill.config import build_config
+    from lmdistill.objectives import build_objectives
+    config = build_config({**parts.config.model_dump(mode="json"), "objectives": objectives, **changes})
+    context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
+    return config, build_objectives(config.objectives, context)
+
+
 def lens_pairs(parts):
     """The (teacher, student) layer pairs of the lens objective in OURS['lens']."""
-    from lmdistill.build import ObjectiveContext
-    from lmdistill.objectives import build_objectives
-    from lmdistill.objectives.presets import expand_preset
-    context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
-    params = type(parts.config).model_validate({**parts.config.model_dump(), "objectives": expand_preset(OURS["lens"])})
-    return next(o.pairs for o in build_objectives(params.objectives, context) if o.name == "lens")
+    return next(o.pairs for o in with_objectives(parts, OURS["lens"])[1] if o.name == "lens")
 
 
 def make(mode, parts, batches, workdir):

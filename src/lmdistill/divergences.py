@@ -41,10 +41,15 @@ DEFAULT_CHUNK_SIZE = 1024
 # -----------------------------------------------------------------------------
 # per-chunk math: s, t are [c, V] float32 logits already divided by T; each returns [c]
 
+def kl_terms(la, lb):
+    """a (log a - log b) entry by entry from log-probs; a term where either log-prob is -inf is 0."""
+    ok = (la > -math.inf) & (lb > -math.inf)
+    return la.exp() * torch.where(ok, la - lb, 0.0)
+
+
 def _kl(la, lb):
     """KL(a || b) per row from log-probs; terms where either log-prob is -inf contribute 0."""
-    ok = (la > -math.inf) & (lb > -math.inf)
-    return (la.exp() * torch.where(ok, la - lb, 0.0)).sum(-1)
+    return kl_terms(la, lb).sum(-1)
 
 
 def _log_mix(la, lb, w):

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
+from lmdistill.divergences import kl_terms  # the target inside NCKD and masked entries give 0
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
 
 
@@ -27,13 +28,6 @@ class DKDParams(ObjectiveParams):
     chunk_size: int = Field(256, gt=0, description="positions per chunk: bounds memory for large vocabularies")
 
 
-def _kl_terms(la, lb):
-    """a (log a - log b) from log-probabilities; a term where either is -inf (the target inside NCKD, a masked
-    vocabulary entry) is 0, as in lmdistill.divergences."""
-    ok = (la > -torch.inf) & (lb > -torch.inf)
-    return la.exp() * torch.where(ok, la - lb, 0.0)
-
-
 def dkd_per_position(student_logits, teacher_logits, targets, alpha, beta, temperature=1.0):
     """alpha * TCKD + beta * NCKD at each row; logits [N, V] (any float dtype, computed in >= float32), targets [N]."""
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
@@ -44,8 +38,8 @@ def dkd_per_position(student_logits, teacher_logits, targets, alpha, beta, tempe
     ls_rest, lt_rest = s_rest.logsumexp(-1), t_rest.logsumexp(-1)
     log_pt, log_qt = t.gather(-1, target).squeeze(-1) - lt, s.gather(-1, target).squeeze(-1) - ls
     log_p_rest, log_q_rest = lt_rest - lt, ls_rest - ls  # log(1 - p_t), log(1 - q_t)
-    tckd = _kl_terms(log_pt, log_qt) + _kl_terms(log_p_rest, log_q_rest)
-    nckd = _kl_terms(t_rest - lt_rest.unsqueeze(-1), s_rest - ls_rest.unsqueeze(-1)).sum(-1)
+    tckd = kl_terms(log_pt, log_qt) + kl_terms(log_p_rest, log_q_rest)
+    nckd = kl_terms(t_rest - lt_rest.unsqueeze(-1), s_rest - ls_rest.unsqueeze(-1)).sum(-1)
     return alpha * tckd + beta * nckd
 
 
