@@ -15,15 +15,46 @@ def test_layer_pairs():
     assert layer_pairs("last", 30, 6) == [(30, 6)]
     assert layer_pairs("uniform:5", 30, 6) == [(5, 1), (10, 2), (15, 3), (20, 4), (25, 5)]
     assert layer_pairs([[12, 3]], 30, 6) == [(12, 3)]
+    assert layer_pairs("all", 30, 6) == [(5, 1), (10, 2), (15, 3), (20, 4), (25, 5), (30, 6)]
+    assert layer_pairs("all", 30, 4) == [(8, 1), (15, 2), (22, 3), (30, 4)]  # round half to even: 7.5 -> 8, 22.5 -> 22
+
+
+def test_sequence_level_contrastive_pools_each_sequence_against_a_float64_reference():
+    """Positives: the same sequence; features averaged over each sequence's response positions (a sequence with
+    none is left out); value and gradient against a brute force."""
+    from types import SimpleNamespace
+    from lmdistill.objectives.feature import FeatureKD, FeatureParams
+    from test_feature_metrics import ref_infonce
+    g = torch.Generator().manual_seed(0)
+    where = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    n, d = int(where.sum()), 4
+    s = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(n, d, generator=g, dtype=torch.float64)
+    rows = where.nonzero()[:, 0].tolist()
+    pooled = lambda x: torch.stack([x[[i for i, r in enumerate(rows) if r == b]].mean(0) for b in (0, 2, 3)])  # noqa
+    want = ref_infonce(pooled(s), pooled(t), temperature=0.2) * n
+    want_grad, = torch.autograd.grad(want, s)
+    config = SimpleNamespace(hidden_size=d, num_hidden_layers=2)
+    params = FeatureParams(selector="random", metric="contrastive", contrastive_level="sequence",
+                           contrastive_temperature=0.2)
+    objective = FeatureKD(params, SimpleNamespace(teacher_config=config, student_config=config))
+    objective.selections = {2: SimpleNamespace(apply=lambda x: x)}
+    outputs = lambda h: SimpleNamespace(hidden={2: h}, where=where, targets=torch.zeros(n), logits=h)  # noqa
+    got = objective.loss(outputs(s), outputs(t), None)
+    got_grad, = torch.autograd.grad(got, s)
+    torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)  # the metric computes in float32
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("selector, metric", [("flexkd", "pearson"), ("functional", "mse"), ("pca", "cosine"),
                                               ("random", "cross_correlation"), ("projection", "mse"),
-                                              ("none", "cka"), ("flexkd", "contrastive")])
+                                              ("none", "cka"), ("flexkd", "contrastive"),
+                                              ("pca", "contrastive:sequence")])
 def test_each_selector_trains_on_the_real_teacher(tmp_path, word_data, selector, metric):
+    metric, _, level = metric.partition(":")
     objectives = [{"name": "ce", "weight": 1.0},
                   {"name": "feature", "weight": 1.0, "selector": selector, "metric": metric,
-                   "layers": "uniform:1", "calibration_examples": 16}]
+                   "layers": "uniform:1", "calibration_examples": 16, **({"contrastive_level": level} if level else {})}]
     config = build_config(tiny_config(tmp_path / "run", word_data, objectives=objectives, train={"steps": 8}))
     result = train(config, log=lambda *_: None)
     lines = [json.loads(l) for l in open(tmp_path / "run/metrics.jsonl") if '"train"' in l]
@@ -46,9 +77,11 @@ def test_trainable_parameters_only_for_projection(tmp_path, word_data):
 
 
 def test_feature_config_mistakes(tmp_path, word_data):
+    with pytest.raises(UserError, match="contrastive_level applies to metric contrastive only"):
+        build_config(tiny_config(tmp_path, word_data, objectives=[{"name": "feature", "contrastive_level": "sequence"}]))
     with pytest.raises(UserError, match="metric cka compares full widths"):
         build_config(tiny_config(tmp_path, word_data, objectives=[{"name": "feature", "metric": "cka"}]))
-    with pytest.raises(UserError, match="layers must be 'last', 'uniform:K'"):
+    with pytest.raises(UserError, match="layers must be 'last', 'all', 'uniform:K'"):
         build_config(tiny_config(tmp_path, word_data, objectives=[{"name": "feature", "layers": "first"}]))
     config = build_config(tiny_config(tmp_path / "r", word_data, objectives=[{"name": "feature", "layers": [[40, 1]]}]))
     with pytest.raises(UserError, match="teacher layer 40 does not exist"):

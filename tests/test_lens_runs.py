@@ -28,14 +28,14 @@ def test_lens_config_mistakes(tmp_path, word_data):
         return tiny_config(tmp_path / "r", word_data, objectives=[{"name": "lens", **lens}])
 
     for lens, message in [({"final_nrom": False}, "unknown key 'objectives[0].final_nrom' (did you mean 'final_norm'?)"),
-                          ({"layers": "uniform:x"}, "layers must be 'last', 'uniform:K'"),
+                          ({"layers": "uniform:x"}, "layers must be 'last', 'all', 'uniform:K'"),
                           ({"pair_weights": [1.0, -1.0]}, "pair_weights must be >= 0"),
                           ({"divergence": "jsd"}, "unknown divergence 'jsd'"),
                           ({"params": {"alpha": 0.1}}, "generalized_jsd has no parameter 'alpha'")]:
         with pytest.raises(UserError, match=re.escape(message)):
             build_config(config(**lens))
     # the tiny student has 2 layers, so uniform gives one pair: three weights are a mistake found before any output
-    with pytest.raises(UserError, match=r"pair_weights has 3 weights for 1 layer pairs \[\(15, 1\)\]"):
+    with pytest.raises(UserError, match=r"pair_weights has 3 entries for 1 layer pairs \[\(15, 1\)\]"):
         train(build_config(config(pair_weights=[1, 1, 1])), log=lambda *_: None)
     with pytest.raises(UserError, match="teacher layer 31 does not exist"):
         train(build_config(config(layers=[[31, 1]])), log=lambda *_: None)

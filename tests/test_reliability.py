@@ -82,6 +82,7 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_clear_error(tmp_path, word_data
     config = tiny_config(tmp_path / "run", word_data, objectives="sft", train={"max_bad_steps": 3})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", str(path)])
     assert exit_.value.code == 2
@@ -107,11 +108,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_like_an_uninterrupted_run
     config = tiny_config(tmp_path / "run", word_data)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", str(path)])
     assert exit_.value.code == 130
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == ["step-000003"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
     monkeypatch.setattr(Trainer, "train_step", original)
     cli.main(["train", str(path), "--resume"])
     a, b = _weights(straight), _weights(tmp_path / "run")

@@ -121,6 +121,20 @@ class DataConfig(Strict):
     max_train_examples: int | None = Field(None, gt=0)
 
 
+class WeightingConfig(Strict):
+    """How objective weights adapt during training (train/weighting.py); schedules are per objective."""
+    method: Literal["fixed", "loss_ratio", "gradnorm"] = Field("fixed", description="fixed: the configured weights; "
+                                                               "loss_ratio: equalise weighted loss magnitudes; gradnorm: "
+                                                               "equalise weighted gradient norms at the student")
+    every: int = Field(10, gt=0, description="gradnorm: measure every N steps (one extra forward and one backward per "
+                       "objective on one micro-batch)")
+    rate: float = Field(0.5, gt=0, le=1, description="fraction of the way (in log space) the factors move toward "
+                        "their target per update")
+    alpha: float = Field(0.0, ge=0, description="gradnorm: GradNorm's asymmetry; 0 equalises gradient norms, > 0 gives "
+                         "more weight to components whose loss has fallen less since the start")
+    ema: float = Field(0.9, ge=0, lt=1, description="loss_ratio: decay of each component's loss average")
+
+
 class TrainConfig(Strict):
     steps: int = Field(300, gt=0)
     batch_size: int = Field(8, gt=0, description="examples per micro-batch per process")
@@ -139,6 +153,7 @@ class TrainConfig(Strict):
     eval_examples: int = Field(200, gt=0, description="dev examples used by periodic evaluation")
     save_every: int = Field(0, ge=0, description="0 saves only the final checkpoint")
     keep_checkpoints: int = Field(2, gt=0)
+    weighting: WeightingConfig = WeightingConfig()
 
 
 class EvalConfig(Strict):

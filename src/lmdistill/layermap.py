@@ -11,11 +11,17 @@ def uniform_pairs(n_teacher, n_student, k=5):
     return [(round(i * n_teacher / (k + 1)), round(i * n_student / (k + 1))) for i in range(1, k + 1)]
 
 
+def all_pairs(n_teacher, n_student):
+    """Every student layer s (1..n_S) with the teacher layer ending the block of teacher layers it stands for,
+    round(s * n_T / n_S): layer-wise (block-wise) transfer. The last pair is (n_T, n_S)."""
+    return [(round(s * n_teacher / n_student), s) for s in range(1, n_student + 1)]
+
+
 def check_spec(spec):
-    """ValueError unless spec is 'last', 'uniform:K' or a list of [teacher, student] pairs."""
-    if isinstance(spec, str) and spec != "last" and not (spec.startswith("uniform:") and spec[8:].isdigit()
+    """ValueError unless spec is 'last', 'all', 'uniform:K' or a list of [teacher, student] pairs."""
+    if isinstance(spec, str) and spec not in ("last", "all") and not (spec.startswith("uniform:") and spec[8:].isdigit()
                                                          and int(spec[8:]) > 0):
-        raise ValueError(f"layers must be 'last', 'uniform:K' (K > 0) or a list of [teacher, student] pairs, "
+        raise ValueError(f"layers must be 'last', 'all', 'uniform:K' (K > 0) or a list of [teacher, student] pairs, "
                          f"got {spec!r}")
     if isinstance(spec, list) and not spec:
         raise ValueError("layers: give at least one [teacher, student] pair")
@@ -23,9 +29,11 @@ def check_spec(spec):
 
 
 def layer_pairs(spec, n_teacher, n_student):
-    """(teacher, student) hidden_states indices from 'last', 'uniform:K' or explicit pairs."""
+    """(teacher, student) hidden_states indices from 'last', 'all', 'uniform:K' or explicit pairs."""
     if spec == "last":
         return [(n_teacher, n_student)]
+    if spec == "all":
+        return all_pairs(n_teacher, n_student)
     if isinstance(spec, str):
         return uniform_pairs(n_teacher, n_student, int(spec.split(":", 1)[1]))
     return [tuple(p) for p in spec]

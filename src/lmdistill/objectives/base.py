@@ -1,10 +1,11 @@
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmdistill.errors import UserError, did_you_mean
-from lmdistill.layermap import layer_pairs
+from lmdistill.layermap import check_spec, layer_pairs
+from lmdistill.train.schedule import WeightSchedule
 
 OBJECTIVES: dict[str, type["Objective"]] = {}
 
@@ -14,6 +15,8 @@ class ObjectiveParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     weight: float = Field(1.0, ge=0)
+    schedule: WeightSchedule = Field(default_factory=WeightSchedule, description="the weight's factor over training "
+                                     "(start step, warmup, decay)")
 
 
 def register(cls):
@@ -32,6 +35,7 @@ class Objective:
     name: ClassVar[str]
     Params: ClassVar[type[ObjectiveParams]] = ObjectiveParams
     needs_teacher: ClassVar[bool] = True
+    step, total_steps = 0, 1  # set by the trainer before each step, for objectives with their own schedules
 
     def __init__(self, params, context):
         self.params = params
@@ -48,6 +52,22 @@ class Objective:
     def teacher_layers(self):
         return ()
 
+    # Layers (hidden_states index l >= 1: the self-attention of decoder layer l-1) whose attention logits / value
+    # projections the models must capture (forward.capture); the teacher cache stores neither.
+    teacher_cacheable: ClassVar[bool] = True
+
+    def student_attention_layers(self):
+        return ()
+
+    def teacher_attention_layers(self):
+        return ()
+
+    def student_value_layers(self):
+        return ()
+
+    def teacher_value_layers(self):
+        return ()
+
     def trainable_modules(self) -> list[torch.nn.Module]:
         """Extra parameters this objective trains (e.g. a projector); saved beside, never inside, the student."""
         return []
@@ -61,14 +81,45 @@ class Objective:
         raise NotImplementedError
 
 
+class PairParams(ObjectiveParams):
+    """Parameters of objectives over (teacher layer, student layer) pairs. Several pairs at once, each with its own
+    weight and schedule, give hierarchical transfer; 'all' maps every student layer (layer-wise transfer)."""
+    layers: str | list[tuple[int, int]] = Field(
+        "last", description="'last', 'uniform:K' (K evenly spaced pairs, final layer excluded), 'all' (every student "
+                            "layer to the end of the teacher block it replaces) or [[teacher, student], ...] "
+                            "hidden_states indices")
+    pair_weights: list[float] | None = Field(None, description="one weight >= 0 per layer pair; default equal")
+    pair_schedules: list[WeightSchedule] | None = Field(None, description="one schedule per layer pair (e.g. shallow "
+                                                        "pairs first, deep ones later); default constant")
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        check_spec(self.layers)
+        if self.pair_weights is not None and (min(self.pair_weights, default=0) < 0 or sum(self.pair_weights) <= 0):
+            raise ValueError("pair_weights must be >= 0 with a positive sum")
+        return self
+
+
 class LayerPairs:
-    """Mixin for objectives over (teacher layer, student layer) pairs: `self.pairs` from `params.layers`, and the
-    layers each model must return."""
+    """Mixin for objectives over (teacher layer, student layer) pairs: `self.pairs` from `params.layers`, the
+    layers each model must return, and each pair's weight (normalised to sum 1) times its schedule."""
 
     def __init__(self, params, context):
         super().__init__(params, context)
         self.pairs = layer_pairs(params.layers, context.teacher_config.num_hidden_layers,
                                  context.student_config.num_hidden_layers)
+        weights = params.pair_weights or [1.0] * len(self.pairs)
+        schedules = params.pair_schedules or [WeightSchedule()] * len(self.pairs)
+        for what, values in (("pair_weights", weights), ("pair_schedules", schedules)):
+            if len(values) != len(self.pairs):
+                raise UserError(f"objective {self.name}: {what} has {len(values)} entries for {len(self.pairs)} layer "
+                                f"pairs {self.pairs}; give one per pair")
+        self.pair_weights = [w / sum(weights) for w in weights]
+        self.pair_schedules = schedules
+
+    def pair_factors(self):
+        """Each pair's weight at the current step."""
+        return [w * s.factor(self.step, self.total_steps) for w, s in zip(self.pair_weights, self.pair_schedules)]
 
     def teacher_layers(self):
         return tuple(t for t, _ in self.pairs)

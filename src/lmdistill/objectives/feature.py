@@ -22,14 +22,11 @@ from lmdistill.data import in_batches
 from lmdistill.errors import UserError
 from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
-from lmdistill.layermap import check_spec
-from lmdistill.objectives.base import LayerPairs, Objective, ObjectiveParams, register
+from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
 
 
-class FeatureParams(ObjectiveParams):
+class FeatureParams(PairParams):
     name: Literal["feature"] = "feature"
-    layers: str | list[tuple[int, int]] = Field(
-        "last", description="'last', 'uniform:K', or [[teacher, student], ...] hidden_states indices")
     selector: Literal["flexkd", "functional", "pca", "random", "projection", "none"] = "flexkd"
     metric: Literal["pearson", "mse", "cosine", "cross_correlation", "cka", "contrastive"] = "pearson"
     score: Literal["abs_grad", "sq_grad", "grad_x_act"] = Field("abs_grad", description="flexkd's score")
@@ -38,14 +35,19 @@ class FeatureParams(ObjectiveParams):
     off_diagonal: float = Field(0.005, ge=0, description="cross_correlation's off-diagonal weight")
     contrastive_temperature: float = Field(0.1, gt=0, description="contrastive (InfoNCE): similarity temperature")
     negatives: int | None = Field(None, gt=0, description="contrastive: negatives per anchor drawn from the batch's "
-                                  "other response positions; default all of them")
+                                  "other response positions (or sequences); default all of them")
+    contrastive_level: Literal["token", "sequence"] = Field("token", description="contrastive: positives are the same "
+                                                            "token position, or the same sequence (each sequence's "
+                                                            "response features averaged; negatives: the batch's "
+                                                            "other sequences)")
     seed: int = Field(0, description="for selector random")
     selection_file: str | None = Field(None, description="selection artifact to reuse or write; default "
                                        "RUN_DIR/selection/feature-I.safetensors (I = the objective's position)")
 
     @model_validator(mode="after")
     def _consistent(self):
-        check_spec(self.layers)
+        if self.contrastive_level == "sequence" and self.metric != "contrastive":
+            raise ValueError("contrastive_level applies to metric contrastive only")
         if (self.selector == "none") != (self.metric == "cka"):
             raise ValueError("metric cka compares full widths: use it with selector none (and only then)")
         return self
@@ -169,15 +171,29 @@ class FeatureKD(LayerPairs, Objective):
         self.selections = {t: selections[t].to(device) for t in self.teacher_layers()}
 
     def loss(self, student, teacher, batch):
-        total = 0.0
-        for i, (t, s) in enumerate(self.pairs):
+        total = student.logits.new_zeros(())
+        for i, ((t, s), factor) in enumerate(zip(self.pairs, self.pair_factors())):
+            if factor == 0:  # switched off by its schedule
+                continue
             s_feat, t_feat = student.hidden[s], teacher.hidden[t]
             if self.params.selector == "projection":
                 s_feat = self.projections[i](s_feat)
             elif self.params.selector != "none":
                 t_feat = self.selections[t].apply(t_feat)
-            total = total + self.metric(s_feat, t_feat)
-        return total / len(self.pairs) * len(student.targets)
+            if self.params.contrastive_level == "sequence":
+                s_feat, t_feat = sequence_means(s_feat, student.where), sequence_means(t_feat, student.where)
+            total = total + factor * self.metric(s_feat, t_feat)
+        return total * len(student.targets)
+
+
+def sequence_means(features, where):
+    """[N, d] response-position features -> [S, d] the mean of each sequence's, for the S sequences of the batch
+    (rows of `where` [B, L-1]) that have response positions."""
+    sequence = where.nonzero()[:, 0]
+    present, sequence = torch.unique(sequence, return_inverse=True)
+    sums = features.new_zeros(len(present), features.shape[-1]).index_add(0, sequence, features)
+    counts = torch.bincount(sequence, minlength=len(present)).to(features.dtype)
+    return sums / counts[:, None]
 
 
 def describe_selection(kind, metadata, record):

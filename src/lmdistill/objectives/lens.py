@@ -10,17 +10,16 @@ memory is O(chunk_size x vocab) plus one gradient buffer the size of the student
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from lmdistill import divergences
 from lmdistill.errors import UserError
 from lmdistill.forward import lens_input, output_head
-from lmdistill.layermap import check_spec
-from lmdistill.objectives.base import LayerPairs, Objective, register
+from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
 from lmdistill.objectives.logit_kd import DivergenceParams
 
 
-class LensParams(DivergenceParams):
+class LensParams(DivergenceParams, PairParams):
     name: Literal["lens"] = "lens"
     divergence: str = Field("generalized_jsd", description="default: JSD with beta 0.5, as DistillLens")
     layers: str | list[tuple[int, int]] = Field(
@@ -31,17 +30,9 @@ class LensParams(DivergenceParams):
                              "DistillLens's reference code does. On SmolLM2 the raw intermediate states are 2-10x the "
                              "norm of the final one, their lens is near one-hot on wrong tokens, and a raw lens loss "
                              "stayed saturated at ln 2 through training (README)")
-    pair_weights: list[float] | None = Field(None, description="one weight >= 0 per layer pair; default equal")
     chunk_size: int = Field(64, gt=0, description="positions per chunk (all pairs' rows together): each chunk holds "
                             "~8 [chunk x vocab] float32 buffers. 64 keeps the lens's peak memory within 1.2x plain "
                             "KD at SmolLM2's vocabulary (benchmarks/step.py); larger chunks suit GPUs")
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        check_spec(self.layers)
-        if self.pair_weights is not None and (min(self.pair_weights, default=0) < 0 or sum(self.pair_weights) <= 0):
-            raise ValueError("pair_weights must be >= 0 with a positive sum")
-        return self
 
 
 @register
@@ -51,11 +42,6 @@ class LogitLens(LayerPairs, Objective):
 
     def __init__(self, params, context):
         super().__init__(params, context)
-        weights = params.pair_weights or [1.0] * len(self.pairs)
-        if len(weights) != len(self.pairs):
-            raise UserError(f"objective lens: pair_weights has {len(weights)} weights for {len(self.pairs)} layer "
-                            f"pairs {self.pairs}; give one weight per pair")
-        self.weights = [w / sum(weights) for w in weights]
         self.divergence = divergences.get_divergence(params.divergence)
 
     def loss(self, student, teacher, batch):
@@ -64,7 +50,7 @@ class LogitLens(LayerPairs, Objective):
         s_in = torch.cat([lens_input(student.lm, student.hidden[s], s, p.final_norm) for _, s in self.pairs])
         with torch.no_grad():
             t_in = torch.cat([lens_input(teacher.lm, teacher.hidden[t], t, p.final_norm) for t, _ in self.pairs])
-        weights = torch.tensor(self.weights, device=s_in.device).repeat_interleave(n)
+        weights = torch.tensor(self.pair_factors(), device=s_in.device).repeat_interleave(n)
         return p.scale(self.divergence(
             s_in, t_in, temperature=p.temperature, chunk_size=p.chunk_size, reduction="sum", weights=weights,
             student_head=output_head(student.lm, self.context.vocab_size),

@@ -17,6 +17,7 @@ from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
+from lmdistill.train.weighting import Weighting
 
 
 def labels_of(objectives):
@@ -31,6 +32,20 @@ def make_optimizer(parameters, cfg):
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def captures(objectives, role):
+    """The layers whose attention logits / value projections some objective needs from `role`'s model."""
+    return {f"{kind}_layers": sorted({l for o in objectives for l in getattr(o, f"{role}_{kind}_layers")()})
+            for kind in ("attention", "value")}
+
+
+def check_some_objective_on(weighting, labels):
+    """UserError if at some step every objective's schedule is 0 (there would be nothing to train)."""
+    for step in range(weighting.total):
+        if not any(weighting.on(step)):
+            raise UserError(f"at step {step + 1} every objective ({', '.join(labels)}) is switched off by its schedule; "
+                            f"let one objective's schedule start at step 0 (schedule.start_step) and not decay to 0")
 
 
 class Trainer:
@@ -48,6 +63,8 @@ class Trainer:
         self.train_teacher = train_teacher or teacher
         self.teacher_layers = sorted({l for o in self.objectives for l in o.teacher_layers()})
         self.student_layers = sorted({l for o in self.objectives for l in o.student_layers()})
+        self.student_captures = captures(self.objectives, "student")
+        self.teacher_captures = captures(self.objectives, "teacher")
         self.needs_teacher = any(o.needs_teacher for o in self.objectives)
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
@@ -58,6 +75,9 @@ class Trainer:
         self.order = BatchOrder(len(parts.splits["train"].examples), self.cfg.batch_size, self.cfg.grad_accum,
                                 parts.config.seed, accelerator.num_processes, accelerator.process_index)
         self.logger = MetricsLogger(self.run_dir, accelerator.is_main_process)
+        self.weighting = Weighting(self.cfg.weighting, [o.weight for o in self.objectives],
+                                   [o.params.schedule for o in self.objectives], self.cfg.steps)
+        check_some_objective_on(self.weighting, self.labels)
         self.step = 0
         self.bad_in_a_row = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.skipped = 0
@@ -74,6 +94,7 @@ class Trainer:
         extra = self.accelerator.unwrap_model(self.extra)
         self.step, state = load_checkpoint(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
         self.skipped, self.bad_in_a_row = state.get("skipped", 0), state.get("bad_in_a_row", 0)
+        self.weighting.load_state(state.get("weighting"))
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
@@ -91,19 +112,27 @@ class Trainer:
         global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
         # DDP averages gradients over processes; scaling by world size turns that into a global sum.
         scale = acc.num_processes / max(global_tokens, 1)
+        for objective in self.objectives:
+            objective.step, objective.total_steps = step, self.cfg.steps
+        if self.weighting.wants_gradients(step):
+            self._measure_gradients(step, micro[0])
+        weights = self.weighting.weights(step)
+        on = self.weighting.on(step)  # an objective its schedule switches off is not computed
         sums = defaultdict(float)
         for k, batch in enumerate(micro):
             sync = nullcontext() if k == len(micro) - 1 else acc.no_sync(self.student)
             with sync, acc.autocast():
-                s = self.student(batch["input_ids"], batch["attention_mask"], batch["labels"], self.student_layers)
-                t = self.train_teacher(batch, self.teacher_layers) if self.needs_teacher else None
-                losses = [o.loss(s, t, batch) for o in self.objectives]
-                total = sum(o.weight * l for o, l in zip(self.objectives, losses)) * scale
+                s, t = self._forward(self.student, batch)
+                losses = [o.loss(s, t, batch) if active else None for o, active in zip(self.objectives, on)]
+                total = sum(w * l for w, l in zip(weights, losses) if l is not None) * scale
             acc.backward(total)
             for label, l in zip(self.labels, losses):
-                sums[label] += l.detach().float()
+                if l is not None:
+                    sums[label] += l.detach().float()
         components = {label: acc.reduce(v, "sum").item() / global_tokens for label, v in sums.items()}
-        components["loss"] = sum(o.weight * components[label] for o, label in zip(self.objectives, self.labels))
+        components["loss"] = sum(w * components[label] for w, label, active in zip(weights, self.labels, on) if active)
+        self.weighting.after_step(step, [components.get(label) for label in self.labels])
+        components.update({f"weight_{label}": w for label, w in zip(self.labels, weights)})  # the weights used
         # Gradients are already averaged over processes, so every process reaches the same verdict.
         params = list(self.student.parameters()) + list(self.extra.parameters())
         grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf))
@@ -116,6 +145,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         seen = sum(int(b["attention_mask"].sum()) for b in micro)
         return components, seen * acc.num_processes, grad_norm if self.cfg.max_grad_norm else None
+
+    def _forward(self, student, batch):
+        """The student's and the (training) teacher's outputs on a micro-batch, with what the objectives need."""
+        s = student(batch["input_ids"], batch["attention_mask"], batch["labels"], self.student_layers,
+                    **self.student_captures)
+        t = self.train_teacher(batch, self.teacher_layers, **self.teacher_captures) if self.needs_teacher else None
+        return s, t
+
+    def _measure_gradients(self, step, batch):
+        """gradnorm: each objective's gradient norm (per-token loss) at the student parameters every objective
+        reaches, on one micro-batch, averaged over processes; updates the weighting's factors."""
+        acc, model = self.accelerator, self.unwrapped  # unwrapped: these gradients never enter DDP's buckets
+        params = [p for p in model.parameters() if p.requires_grad]
+        on = self.weighting.on(step)
+        with acc.autocast():
+            s, t = self._forward(model, batch)
+            tokens = max(len(s.targets), 1)
+            losses = [o.loss(s, t, batch) / tokens if active else None for o, active in zip(self.objectives, on)]
+        grads = [torch.autograd.grad(l, params, retain_graph=True, allow_unused=True) if l is not None else None
+                 for l in losses]
+        measured = [g for g in grads if g is not None]
+        shared = [j for j in range(len(params)) if all(g[j] is not None for g in measured)]
+        if not shared:  # no parameter reached by every objective: each norm over what it reaches
+            shared = range(len(params))
+        stats = torch.zeros(2 * len(losses), device=acc.device)
+        for i, (g, l) in enumerate(zip(grads, losses)):
+            if g is not None:
+                stats[i] = sum(g[j].float().pow(2).sum() for j in shared if g[j] is not None)
+                stats[len(losses) + i] = l.detach().float()
+        stats = acc.reduce(stats, "mean").tolist()
+        norms = [math.sqrt(stats[i]) if active else None for i, active in enumerate(on)]
+        values = [stats[len(losses) + i] if active else None for i, active in enumerate(on)]
+        self.weighting.from_gradients(step, norms, values)
 
     def _skip(self, step, components, grad_norm):
         self.bad_in_a_row += 1
@@ -140,7 +202,8 @@ class Trainer:
             extra = self.accelerator.unwrap_model(self.extra)
             return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, extra, self.optimizer,
                                    self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints,
-                                   {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row})
+                                   {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,
+                                    "weighting": self.weighting.state()})
 
     def fit(self, stop_at=None):
         """Train to train.steps (or stop_at, leaving a checkpoint to --resume from); returns step losses."""
