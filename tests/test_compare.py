@@ -77,7 +77,10 @@ def _compare_file(tmp_path, word_data, **extra):
 @pytest.mark.parametrize("change, message", [
     ({"methds": {}}, "did you mean 'methods'"), ({"baseline": "kdd"}, "did you mean 'kd'"),
     ({"base": {"seed": 3}}, "base.seed is set per cell"), ({"comparisons": [["kd", "sf"]]}, "did you mean 'sft'"), ({"quick": {"methods": ["nope"]}}, "quick: unknown method"),
-    ({"methods": {"kd": "sftt"}}, "unknown objectives preset 'sftt'")])
+    ({"methods": {"kd": "sftt"}}, "unknown objectives preset 'sftt'"),
+    ({"methods": {"kd": {"objectives": "kd", "train": {"steps": 9}}}}, "method 'kd': a mapping holds objectives and "
+     "optionally train.weighting .* with \\['steps'\\]"),
+    ({"methods": {"kd": {"objectives": "kd", "train": {"weighting": {"method": "gradnrm"}}}}}, "gradnorm")])
 def test_compare_file_mistakes_are_one_line_errors(tmp_path, word_data, change, message):
     path = _compare_file(tmp_path, word_data, **change)
     with pytest.raises(UserError, match=message):
@@ -102,6 +105,23 @@ def test_cells_are_paired_by_seed(tmp_path, word_data):
     orders = [BatchOrder(96, 4, 1, c.config.seed) for c in cells[:3]]
     assert [orders[0].step(s) for s in range(30)] == [orders[1].step(s) for s in range(30)]
     assert [orders[0].step(s) for s in range(30)] != [orders[2].step(s) for s in range(30)]
+
+
+def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_online(tmp_path, word_data):
+    methods = {"kd": "kd", "kd-gradnorm": {"objectives": "kd", "train": {"weighting": {"method": "gradnorm"}}},
+               "attention": [{"name": "ce"}, {"name": "attention"}]}
+    cells = grid.cells(load_compare(_compare_file(tmp_path, word_data, methods=methods, seeds=[0])))
+    kd, gradnorm, attention = (c.config for c in cells)
+    assert kd.train.weighting.method == "fixed" and gradnorm.train.weighting.method == "gradnorm"
+    assert gradnorm.objectives == kd.objectives
+    assert kd.train.model_dump(exclude={"weighting"}) == gradnorm.train.model_dump(exclude={"weighting"})
+    assert kd.teacher_cache is not None and gradnorm.teacher_cache == kd.teacher_cache
+    assert attention.teacher_cache is None  # the cache holds no attention: this method's cells run the teacher
+    rows = runner.run_compare(_compare_file(tmp_path, word_data, methods={"attention": methods["attention"], "kd": "kd"},
+                                            seeds=[0]), log=lambda *_: None)
+    assert sorted(r["method"] for r in rows) == ["attention", "kd"] and all(r["ce"] > 0 for r in rows)
+    assert (tmp_path / "out" / "cache" / "task" / "manifest.json").is_file()  # built for kd, though attention came first
+    assert "online for attention (the cache holds no attention)" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_quick_grid_uses_its_own_run_dir(tmp_path, word_data):

@@ -111,6 +111,7 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     run_dir = _prepare_run_dir(config, resume, overwrite)
     if config.teacher_cache is not None:
         from lmdistill import teacher_cache
+        teacher_cache.check_objectives(config.objectives)  # before any model is loaded
         teacher_cache.check_dir(config.teacher_cache.dir)  # before anything is written
     seed_everything(config.seed)
     started = time.time()

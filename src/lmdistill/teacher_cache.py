@@ -186,7 +186,10 @@ class CachedTeacher:
         self.cache, self.lm = cache, model
 
     @torch.no_grad()
-    def __call__(self, batch, layers=()):
+    def __call__(self, batch, layers=(), attention_layers=(), value_layers=()):
+        if attention_layers or value_layers:  # check_objectives stops such runs first; this guards other callers
+            raise UserError("the teacher cache stores no attention or value projections; remove teacher_cache or "
+                            "the objective that needs them")
         if "index" not in batch:
             raise RuntimeError("a cached teacher needs batches that carry their example indices ('index')")
         labels = batch["labels"]
@@ -224,6 +227,15 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
         old_layers = _layers_of(path)
         build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), settings, log=log)
     return open_cache(path, expected, layers)
+
+
+def check_objectives(objectives):
+    """UserError when an objective (its config entry) needs teacher outputs the cache cannot hold (attention)."""
+    from lmdistill.objectives import OBJECTIVES
+    for params in objectives:
+        if not OBJECTIVES[params.name].teacher_cacheable:
+            raise UserError(f"objective '{params.name}' needs the teacher's attention, which teacher_cache does not "
+                            f"store; remove teacher_cache or the {params.name} objective")
 
 
 def check_dir(path):

@@ -3,8 +3,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdistill.compare.schema import deep_merge
-from lmdistill.config import build_config
+from lmdistill.config import TeacherCacheConfig, build_config
 from lmdistill.errors import UserError
+from lmdistill.objectives import OBJECTIVES
 
 
 @dataclass
@@ -19,17 +20,37 @@ class Cell:
         return Path(self.config.run_dir)
 
 
+def method_parts(method):
+    """(objectives, config overrides) of a method entry: a preset name, an objectives list, or a mapping with
+    `objectives` and `train: {weighting: ...}` (the one thing besides objectives that may differ: cells stay paired)."""
+    if not isinstance(method, dict):
+        return method, {}
+    return method["objectives"], {key: value for key, value in method.items() if key != "objectives"}
+
+
+def online_methods(compare):
+    """Methods with an objective the teacher cache cannot serve (attention): their cells run the teacher online."""
+    from lmdistill.objectives.presets import expand_preset
+    found = []
+    for name, method in compare.methods.items():
+        objectives, _ = method_parts(method)
+        objectives = expand_preset(objectives) if isinstance(objectives, str) else objectives
+        if any(not OBJECTIVES[o["name"]].teacher_cacheable for o in objectives if o.get("name") in OBJECTIVES):
+            found.append(name)
+    return found
+
+
 def task_config(compare, task, method, seed):
     """The Config of one cell. Every method of a task shares data, student recipe, budget and, per seed,
     the student's initialisation and the data order (both follow `seed`): the cells are paired."""
     root = Path(compare.run_dir)
-    data = deep_merge(compare.base, compare.tasks[task])
-    data.update(seed=seed, run_dir=str(root / "cells" / task / method / f"seed{seed}"),
-                objectives=compare.methods[method])
-    if compare.teacher == "cache":
-        data["teacher_cache"] = {"dir": str(root / "cache" / task), **compare.cache.model_dump()}
+    objectives, overrides = method_parts(compare.methods[method])
+    data = deep_merge(deep_merge(compare.base, compare.tasks[task]), overrides)
+    data.update(seed=seed, run_dir=str(root / "cells" / task / method / f"seed{seed}"), objectives=objectives)
     try:
         config = build_config(data)
+        if compare.teacher == "cache" and method not in online_methods(compare):
+            config.teacher_cache = TeacherCacheConfig(dir=str(root / "cache" / task), **compare.cache.model_dump())
     except UserError as e:
         raise UserError(f"task '{task}', method '{method}': {e}") from None
     for i, objective in enumerate(config.objectives):

@@ -7,6 +7,7 @@ import os
 import platform
 from pathlib import Path
 
+from lmdistill.compare.grid import online_methods
 from lmdistill.compare.stats import mean, mean_std_text, paired
 from lmdistill.io import atomic_write_bytes, atomic_write_text
 
@@ -127,6 +128,7 @@ def describe_cache(cache):
 def write_report(compare, rows, curves, references, root, run_note=""):
     from lmdistill.run import command_line
     methods, baseline = list(compare.methods), compare.baseline_method
+    online = online_methods(compare) if compare.teacher == "cache" else []
     steps = sorted({r["steps"] for r in rows})
     parts = [f"# lmdistill compare: {root}", "",
              f"command: `{command_line()}`  ",
@@ -135,7 +137,8 @@ def write_report(compare, rows, curves, references, root, run_note=""):
              "",
              f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
              f"{steps}; teacher in training: "
-             + (f"cache ({describe_cache(compare.cache)})" if compare.teacher == "cache" else "online") + ". "
+             + (f"cache ({describe_cache(compare.cache)})" if compare.teacher == "cache" else "online")
+             + (f", online for {', '.join(online)} (the cache holds no attention)" if online else "") + ". "
              "Every method of a seed starts from the same student initialisation and sees the same batches (paired). "
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
              f"computed with the online teacher. Differences are method − {baseline}, seed by seed, with a Student-t "

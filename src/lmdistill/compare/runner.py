@@ -48,7 +48,8 @@ def prepare_task(compare, task, task_cells, log=print):
     reference = json.loads(ref_path.read_text()) if ref_path.is_file() else None
     if reference is not None and reference.get("key") != reference_key(first):
         reference = None
-    needs_cache = compare.teacher == "cache"
+    cached = [cell for cell in task_cells if cell.config.teacher_cache is not None]  # not attention methods
+    needs_cache = bool(cached)
     if reference is not None and not needs_cache:
         return reference
     split = first.eval.split
@@ -56,11 +57,11 @@ def prepare_task(compare, task, task_cells, log=print):
     if needs_cache:
         from lmdistill import teacher_cache
         context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
-        layers = sorted({layer for cell in task_cells if cell.seed == task_cells[0].seed
+        layers = sorted({layer for cell in cached if cell.seed == cached[0].seed
                          for o in build_objectives(cell.config.objectives, context) if o.needs_teacher
                          for layer in o.teacher_layers()})
         started = time.time()
-        cache = teacher_cache.load_or_build(first.teacher_cache.dir, parts.teacher, parts.tokenizer,
+        cache = teacher_cache.load_or_build(cached[0].config.teacher_cache.dir, parts.teacher, parts.tokenizer,
                                             parts.splits["train"].examples, parts.vocab_size, layers,
                                             compare.cache, log=log)
         size = sum(f["bytes"] for f in cache.manifest["files"].values())

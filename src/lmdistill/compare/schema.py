@@ -27,8 +27,10 @@ class CompareConfig(Strict):
                                   "is merged over it")
     tasks: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"task": {}},
                                              description="task name -> overrides of the base, e.g. {data: {builtin: spam}}")
-    methods: dict[str, str | list[dict[str, Any]]] = Field(..., min_length=1,
-                                                            description="name -> preset name or objectives list")
+    methods: dict[str, str | list[dict[str, Any]] | dict[str, Any]] = Field(
+        ..., min_length=1, description="name -> preset name, objectives list, or {objectives: ..., train: {weighting: "
+                                       "...}} (the objective weighting is the one setting besides the objectives that "
+                                       "may differ between methods)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     baseline: str | None = Field(None, description="method the paired differences are taken against; default the first")
     comparisons: list[tuple[str, str]] = Field(default_factory=list, description="extra [method, reference] pairs "
@@ -56,7 +58,13 @@ class CompareConfig(Strict):
         for key in PER_CELL:
             if key in self.base:
                 raise ValueError(f"base.{key} is set per cell by compare; remove it")
-        for name in self.methods:
+        for name, method in self.methods.items():
+            if isinstance(method, dict):
+                extra = set(method) - {"objectives", "train"} or set(method.get("train") or {}) - {"weighting"}
+                if "objectives" not in method or extra:
+                    raise ValueError(f"method '{name}': a mapping holds objectives and optionally train.weighting "
+                                     f"(cells must stay paired: same data, budget and student), got {sorted(method)}"
+                                     + (f" with {sorted(extra)}" if extra else ""))
             if "/" in name or name.startswith("."):
                 raise ValueError(f"method name '{name}' is used as a directory name; use letters, digits, -, +, _")
         return self
