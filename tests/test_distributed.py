@@ -26,10 +26,15 @@ def launch_command(launcher):
 
 
 # distillens: the lens's LM-head gradients come out of a custom autograd function; DDP must still average them
-@pytest.mark.parametrize("objectives, launcher", [("kd", "accelerate"), ("distillens", "torchrun")])
-def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher):
-    single = tiny_config(tmp_path / "one", word_data, train={"steps": 4, "batch_size": 4, "grad_accum": 2},
-                         objectives=objectives)
+# projection: the projector belongs to the objective and is called outside the student's DDP wrapper. Its feature
+# metric standardises over each micro-batch, so there the single process runs the same micro-batches of 2 (x 4).
+@pytest.mark.parametrize("objectives, launcher, single_batch", [("kd", "accelerate", (4, 2)),
+                                                                ("distillens", "torchrun", (4, 2)),
+                                                                ("projection", "torchrun", (2, 4))])
+def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher, single_batch):
+    batch_size, grad_accum = single_batch
+    single = tiny_config(tmp_path / "one", word_data, train={"steps": 4, "batch_size": batch_size,
+                                                               "grad_accum": grad_accum}, objectives=objectives)
     train(build_config(single), log=lambda *_: None)
     double = tiny_config(tmp_path / "two", word_data, train={"steps": 4, "batch_size": 2, "grad_accum": 2},
                          objectives=objectives)
@@ -40,6 +45,10 @@ def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher):
     a, b = load_file(tmp_path / "one/student/model.safetensors"), load_file(tmp_path / "two/student/model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+    for one in (tmp_path / "one/checkpoints/step-000004").glob("objective-*.safetensors"):  # the projector
+        a, b = load_file(one), load_file(tmp_path / "two/checkpoints/step-000004" / one.name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
     losses = [[json.loads(l)["loss"] for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l]
               for run in ("one", "two")]
     assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=1e-5)

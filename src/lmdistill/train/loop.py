@@ -69,8 +69,8 @@ class Trainer:
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
         self.student, self.optimizer = accelerator.prepare(student_lm, self.optimizer)
-        if len(self.extra):
-            self.extra = accelerator.prepare(self.extra)
+        # Objectives call their modules directly, never through a DDP wrapper: train_step averages their gradients.
+        self.extra.to(accelerator.device)
         self.pad = parts.tokenizer.pad_token_id
         self.order = BatchOrder(len(parts.splits["train"].examples), self.cfg.batch_size, self.cfg.grad_accum,
                                 parts.config.seed, accelerator.num_processes, accelerator.process_index)
@@ -133,6 +133,10 @@ class Trainer:
         components["loss"] = sum(w * components[label] for w, label, active in zip(weights, self.labels, on) if active)
         self.weighting.after_step(step, [components.get(label) for label in self.labels])
         components.update({f"weight_{label}": w for label, w in zip(self.labels, weights)})  # the weights used
+        if acc.num_processes > 1:  # what DDP does for the student's gradients
+            for p in self.extra.parameters():
+                if p.grad is not None:
+                    p.grad = acc.reduce(p.grad, "mean")
         # Gradients are already averaged over processes, so every process reaches the same verdict.
         params = list(self.student.parameters()) + list(self.extra.parameters())
         grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf))
