@@ -105,3 +105,10 @@ def test_objective_presets_expand():
     assert build_config({"objectives": "cka"}).objectives[1].metric == "cka"
     with pytest.raises(UserError, match="unknown objectives preset 'flexdk'.*did you mean 'flexkd'"):
         build_config({"objectives": "flexdk"})
+
+
+@pytest.mark.parametrize("entry, message", [({"weight": 1.0}, "objectives\\[0\\] needs a 'name'"),
+                                            ({"name": []}, "objectives\\[0\\].name must be an objective's name, got \\[\\]")])
+def test_objective_entries_without_a_usable_name(entry, message):
+    with pytest.raises(UserError, match=message):
+        build_config({"objectives": [entry]})

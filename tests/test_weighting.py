@@ -32,6 +32,8 @@ def test_schedule_factor_by_hand():
 def test_schedule_rejects_an_end_before_its_warmup_ends():
     with pytest.raises(UserError, match="end_step 5 must come after start_step \\+ warmup_steps \\(8\\)"):
         build_config({"objectives": [{"name": "ce", "schedule": {"start_step": 3, "warmup_steps": 5, "end_step": 5}}]})
+    with pytest.raises(UserError, match="unknown key 'objectives\\[0\\].pair_schedules\\[1\\].start'.*start_step"):
+        build_config({"objectives": [{"name": "feature", "pair_schedules": [{}, {"start": 5}]}]})
     with pytest.raises(UserError, match="unknown key 'objectives\\[0\\].schedule.warmup'.*warmup_steps"):
         build_config({"objectives": [{"name": "ce", "schedule": {"warmup": 5}}]})
 

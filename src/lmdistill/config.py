@@ -201,6 +201,8 @@ class Config(Strict):
                 continue
             if not isinstance(entry, dict) or "name" not in entry:
                 raise ValueError(f"objectives[{i}] needs a 'name'")
+            if not isinstance(entry["name"], str):
+                raise ValueError(f"objectives[{i}].name must be an objective's name, got {entry['name']!r}")
             params_cls = objective_params_class(entry["name"])
             check_keys(params_cls, entry, f"objectives[{i}].")
             try:
@@ -228,6 +230,16 @@ def _model_class(annotation):
     return None
 
 
+def _list_item_class(annotation):
+    """X for an annotation like `list[X]` or `list[X] | None` with X a BaseModel, else None."""
+    candidates = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    for candidate in candidates:
+        if typing.get_origin(candidate) is list:
+            return _model_class(typing.get_args(candidate)[0])
+    return None
+
+
 def check_keys(model_cls, data, where=""):
     """Raise UserError on the first key that `model_cls` does not have, suggesting the nearest one."""
     if not isinstance(data, dict):
@@ -239,6 +251,10 @@ def check_keys(model_cls, data, where=""):
         sub = _model_class(fields[key].annotation)
         if sub is not None:
             check_keys(sub, value, f"{where}{key}.")
+        item = _list_item_class(fields[key].annotation)
+        if item is not None and isinstance(value, list):
+            for i, entry in enumerate(value):
+                check_keys(item, entry, f"{where}{key}[{i}].")
 
 
 def _set_path(data, dotted, value):
