@@ -229,13 +229,17 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
     return open_cache(path, expected, layers)
 
 
+def uncacheable(names):
+    """The objective names among `names` whose teacher outputs the cache cannot hold (attention)."""
+    from lmdistill.objectives import OBJECTIVES
+    return [name for name in names if name in OBJECTIVES and not OBJECTIVES[name].teacher_cacheable]
+
+
 def check_objectives(objectives):
     """UserError when an objective (its config entry) needs teacher outputs the cache cannot hold (attention)."""
-    from lmdistill.objectives import OBJECTIVES
-    for params in objectives:
-        if not OBJECTIVES[params.name].teacher_cacheable:
-            raise UserError(f"objective '{params.name}' needs the teacher's attention, which teacher_cache does not "
-                            f"store; remove teacher_cache or the {params.name} objective")
+    for name in uncacheable(params.name for params in objectives):
+        raise UserError(f"objective '{name}' needs the teacher's attention, which teacher_cache does not "
+                        f"store; remove teacher_cache or the {name} objective")
 
 
 def check_dir(path):

@@ -5,7 +5,7 @@ from pathlib import Path
 from lmdistill.compare.schema import deep_merge
 from lmdistill.config import TeacherCacheConfig, build_config
 from lmdistill.errors import UserError
-from lmdistill.objectives import OBJECTIVES
+from lmdistill.teacher_cache import uncacheable
 
 
 @dataclass
@@ -35,7 +35,7 @@ def online_methods(compare):
     for name, method in compare.methods.items():
         objectives, _ = method_parts(method)
         objectives = expand_preset(objectives) if isinstance(objectives, str) else objectives
-        if any(not OBJECTIVES[o["name"]].teacher_cacheable for o in objectives if o.get("name") in OBJECTIVES):
+        if uncacheable(o.get("name") for o in objectives):
             found.append(name)
     return found
 
@@ -49,7 +49,8 @@ def task_config(compare, task, method, seed):
     data.update(seed=seed, run_dir=str(root / "cells" / task / method / f"seed{seed}"), objectives=objectives)
     try:
         config = build_config(data)
-        if compare.teacher == "cache" and method not in online_methods(compare):
+        # (a method with an objective the cache cannot serve, e.g. attention, runs the teacher online)
+        if compare.teacher == "cache" and not uncacheable(o.name for o in config.objectives):
             config.teacher_cache = TeacherCacheConfig(dir=str(root / "cache" / task), **compare.cache.model_dump())
     except UserError as e:
         raise UserError(f"task '{task}', method '{method}': {e}") from None

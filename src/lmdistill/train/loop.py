@@ -55,6 +55,7 @@ class Trainer:
         self.accelerator, self.run_dir = accelerator, Path(run_dir)
         self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
         for objective in self.objectives:
+            objective.total_steps = self.cfg.steps  # for objectives with their own (per-pair) schedules
             objective.prepare(parts.teacher, parts.splits["train"].examples, parts.tokenizer.pad_token_id, log,
                               self.run_dir)
         self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
@@ -113,7 +114,7 @@ class Trainer:
         # DDP averages gradients over processes; scaling by world size turns that into a global sum.
         scale = acc.num_processes / max(global_tokens, 1)
         for objective in self.objectives:
-            objective.step, objective.total_steps = step, self.cfg.steps
+            objective.step = step
         if self.weighting.wants_gradients(step):
             self._measure_gradients(step, micro[0])
         weights = self.weighting.weights(step)

@@ -20,10 +20,6 @@ class Weighting:
         self.ema = [None] * len(self.base)       # loss_ratio: EMA of each component's per-token loss
         self.initial = [None] * len(self.base)   # gradnorm: each component's loss at its first measurement
 
-    @property
-    def dynamic(self):
-        return self.cfg.method != "fixed"
-
     def scheduled(self, step):
         return [w * s.factor(step, self.total) for w, s in zip(self.base, self.schedules)]
 
@@ -51,8 +47,9 @@ class Weighting:
     def from_gradients(self, step, grad_norms, losses):
         """gradnorm: update from each component's gradient norm and per-token loss on a measurement batch
         (None for components off at this step)."""
+        scheduled = self.scheduled(step)
         active = [i for i, g in enumerate(grad_norms)
-                  if g is not None and g > 0 and math.isfinite(g) and self.scheduled(step)[i] > 0]
+                  if g is not None and g > 0 and math.isfinite(g) and scheduled[i] > 0]
         for i in active:
             if self.initial[i] is None:
                 self.initial[i] = losses[i]
