@@ -28,18 +28,6 @@ def method_parts(method):
     return method["objectives"], {key: value for key, value in method.items() if key != "objectives"}
 
 
-def online_methods(compare):
-    """Methods with an objective the teacher cache cannot serve (attention): their cells run the teacher online."""
-    from lmdistill.objectives.presets import expand_preset
-    found = []
-    for name, method in compare.methods.items():
-        objectives, _ = method_parts(method)
-        objectives = expand_preset(objectives) if isinstance(objectives, str) else objectives
-        if uncacheable(o.get("name") for o in objectives):
-            found.append(name)
-    return found
-
-
 def task_config(compare, task, method, seed):
     """The Config of one cell. Every method of a task shares data, student recipe, budget and, per seed,
     the student's initialisation and the data order (both follow `seed`): the cells are paired."""

@@ -7,7 +7,6 @@ import os
 import platform
 from pathlib import Path
 
-from lmdistill.compare.grid import online_methods
 from lmdistill.compare.stats import mean, mean_std_text, paired
 from lmdistill.io import atomic_write_bytes, atomic_write_text
 
@@ -125,10 +124,10 @@ def describe_cache(cache):
     return f"{logits}; hidden states {cache.hidden_dtype}"
 
 
-def write_report(compare, rows, curves, references, root, run_note=""):
+def write_report(compare, rows, curves, references, root, run_note="", online=()):
+    """`online`: the methods whose cells ran the teacher online although the grid uses the cache (attention)."""
     from lmdistill.run import command_line
     methods, baseline = list(compare.methods), compare.baseline_method
-    online = online_methods(compare) if compare.teacher == "cache" else []
     steps = sorted({r["steps"] for r in rows})
     parts = [f"# lmdistill compare: {root}", "",
              f"command: `{command_line()}`  ",

@@ -154,7 +154,9 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print):
         rows.append(row)
         curves[(cell.task, cell.method, cell.seed)] = curve
     atomic_write_json(root / "rows.json", rows)
-    report = write_report(compare, rows, curves, references, root,
+    uncached = [m for m in compare.methods if compare.teacher == "cache"
+                and any(c.method == m and c.config.teacher_cache is None for c in grid)]
+    report = write_report(compare, rows, curves, references, root, online=uncached,
                           run_note=f"this invocation: {time.time() - started:.0f} s wall; {trained} cells trained, "
                                    f"{len(finished) - trained} found finished, {len(failed)} failed")
     log(report)
