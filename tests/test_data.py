@@ -1,7 +1,7 @@
 import pytest
 
 from lmdistill.config import DataConfig
-from lmdistill.data import IGNORE, BatchOrder, collate, encode, read_records
+from lmdistill.data import IGNORE, BatchOrder, Example, collate, encode, read_records, token_batches
 from lmdistill.errors import UserError
 
 
@@ -87,6 +87,17 @@ def test_batch_order_is_deterministic_and_covers_each_epoch():
     assert ranks[0] + ranks[1] == BatchOrder(20, 4, seed=3).micro_batch(1)
     with pytest.raises(UserError, match="fewer than one batch"):
         BatchOrder(3, 4)
+
+
+def test_token_batches_bound_padded_tokens_and_keep_order():
+    lengths = [3, 9, 4, 4, 20, 2, 2, 2, 7]
+    examples = [Example(input_ids=list(range(1, n + 1)), n_prompt=1, prompt="p", response="r") for n in lengths]
+    batches = list(token_batches(examples, pad_id=0, max_tokens=12))
+    seen = [row[row != 0].tolist() for b in batches for row in b["input_ids"]]
+    assert seen == [e.input_ids for e in examples]  # every example once, in order
+    sizes = [tuple(b["input_ids"].shape) for b in batches]
+    assert sizes == [(1, 3), (1, 9), (2, 4), (1, 20), (3, 2), (1, 7)]  # 20 > 12 goes alone
+    assert all(rows * width <= 12 for rows, width in sizes if rows > 1)
 
 
 @pytest.mark.parametrize("name, task", [("define-word", "generation"), ("spam", "classification"),

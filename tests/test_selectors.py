@@ -100,3 +100,21 @@ def test_teacher_gradients_match_finite_differences():
         delta[0, 1, dim] = eps
         numeric = (nll_with(delta) - nll_with(-delta)) / (2 * eps)
         assert abs(numeric.item() - grads[0, dim].item()) < 1e-4 * max(1.0, abs(numeric.item()))
+
+
+def test_teacher_gradients_do_not_depend_on_batching():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmdistill.data import Example, in_batches, token_batches
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2)
+    model = LlamaForCausalLM(config).double().eval().requires_grad_(False)
+    examples = [Example(input_ids=torch.randint(1, 50, (n,)).tolist(), n_prompt=2, prompt="p", response="r")
+                for n in (5, 9, 4, 12, 6)]
+    alone = selectors.teacher_gradients(model, in_batches(examples, 0, 1), [1, 2])
+    grouped = selectors.teacher_gradients(model, token_batches(examples, 0, 20), [1, 2])
+    for layer in (1, 2):
+        for a, b in zip(alone[layer], grouped[layer]):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

@@ -5,6 +5,8 @@ import torch
 from lmdistill.errors import UserError
 
 IGNORE = -100
+# padded tokens per batch of a calibration gradient pass (selection, pruning importance): memory, not speed
+CALIBRATION_BATCH_TOKENS = 1024
 
 
 def collate(examples, pad_id):
@@ -25,6 +27,21 @@ def in_batches(examples, pad_id, batch_size, device="cpu"):
     """Collated batches of `examples`, in order, on `device`."""
     for start in range(0, len(examples), batch_size):
         yield {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad_id).items()}
+
+
+def token_batches(examples, pad_id, max_tokens, device="cpu"):
+    """Collated batches of consecutive `examples`, each at most `max_tokens` padded tokens (an example longer
+    than that goes alone): a backward pass's memory follows tokens, not examples, so long inputs get small batches."""
+    group, width = [], 0
+    for e in examples:
+        longest = max(width, len(e.input_ids))
+        if group and longest * (len(group) + 1) > max_tokens:
+            yield {k: v.to(device) for k, v in collate(group, pad_id).items()}
+            group, longest = [], len(e.input_ids)
+        group.append(e)
+        width = longest
+    if group:
+        yield {k: v.to(device) for k, v in collate(group, pad_id).items()}
 
 
 class BatchOrder:
