@@ -6,7 +6,7 @@ from lmdistill.errors import UserError
 
 IGNORE = -100
 # padded tokens per batch of a calibration gradient pass (selection, pruning importance): memory, not speed
-CALIBRATION_BATCH_TOKENS = 1024
+CALIBRATION_BATCH_TOKENS = 512
 
 
 def collate(examples, pad_id):
