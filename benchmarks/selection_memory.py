@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from common import header
+from lmdistill.data.batches import CALIBRATION_BATCH_TOKENS
 
 TASKS = {"define-word": [], "spam": ["data.builtin=spam", "data.max_length=384"]}
 
@@ -62,7 +63,7 @@ def measure(task, batching):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--batchings", nargs="+", default=["examples:8", "tokens:512"])
+    p.add_argument("--batchings", nargs="+", default=["examples:8", f"tokens:{CALIBRATION_BATCH_TOKENS}"])
     p.add_argument("--out", default="benchmarks/results/selection_memory")
     p.add_argument("--one", nargs=2, metavar=("TASK", "BATCHING"), help=argparse.SUPPRESS)  # the child process
     args = p.parse_args()
@@ -91,7 +92,8 @@ def main():
     report = (header("Flex-KD selection pass: memory by batching")
               + "256 calibration examples per task, teacher SmolLM2-135M-Instruct in float32 on CPU, flexkd preset's "
                 "teacher layers. `examples:N`: N examples per batch; `tokens:N`: at most N padded tokens per batch "
-                "(lmdistill's default is tokens:512). Every batching selected the same coordinates (checked). Extra "
+                f"(lmdistill's default is tokens:{CALIBRATION_BATCH_TOKENS}). Every batching selected the same "
+                "coordinates (checked). Extra "
                 "peak = peak RSS during the pass (VmHWM, reset before it) minus the RSS before it. Setup: the script's "
                 "docstring.\n\n"
               + "\n".join(lines) + "\n")

@@ -1,12 +1,12 @@
 """Datasets: records from JSONL or the built-ins, encoded with the teacher's tokenizer."""
 from dataclasses import dataclass
 
-from lmdistill.data.batches import CALIBRATION_BATCH_TOKENS, IGNORE, BatchOrder, collate, in_batches, token_batches
+from lmdistill.data.batches import IGNORE, BatchOrder, calibration_batches, collate, in_batches, token_batches
 from lmdistill.data.builtin import builtin_split, builtin_task
 from lmdistill.data.encode import EncodeStats, Example, encode
 from lmdistill.data.jsonl import read_records
 
-__all__ = ["CALIBRATION_BATCH_TOKENS", "IGNORE", "BatchOrder", "collate", "in_batches", "token_batches", "Example",
+__all__ = ["IGNORE", "BatchOrder", "calibration_batches", "collate", "in_batches", "token_batches", "Example",
            "EncodeStats", "encode", "read_records", "split_path", "load_split", "task_kind"]
 
 

@@ -26,7 +26,7 @@ def collate(examples, pad_id):
 def in_batches(examples, pad_id, batch_size, device="cpu"):
     """Collated batches of `examples`, in order, on `device`."""
     for start in range(0, len(examples), batch_size):
-        yield {k: v.to(device) for k, v in collate(examples[start:start + batch_size], pad_id).items()}
+        yield _collated(examples[start:start + batch_size], pad_id, device)
 
 
 def token_batches(examples, pad_id, max_tokens, device="cpu"):
@@ -34,14 +34,23 @@ def token_batches(examples, pad_id, max_tokens, device="cpu"):
     than that goes alone): a backward pass's memory follows tokens, not examples, so long inputs get small batches."""
     group, width = [], 0
     for e in examples:
-        longest = max(width, len(e.input_ids))
-        if group and longest * (len(group) + 1) > max_tokens:
-            yield {k: v.to(device) for k, v in collate(group, pad_id).items()}
-            group, longest = [], len(e.input_ids)
+        n = len(e.input_ids)
+        if group and max(width, n) * (len(group) + 1) > max_tokens:
+            yield _collated(group, pad_id, device)
+            group, width = [], 0
         group.append(e)
-        width = longest
+        width = max(width, n)
     if group:
-        yield {k: v.to(device) for k, v in collate(group, pad_id).items()}
+        yield _collated(group, pad_id, device)
+
+
+def calibration_batches(examples, pad_id, device="cpu"):
+    """The batches of a calibration gradient pass (feature selection, pruning importance)."""
+    return token_batches(examples, pad_id, CALIBRATION_BATCH_TOKENS, device)
+
+
+def _collated(examples, pad_id, device):
+    return {k: v.to(device) for k, v in collate(examples, pad_id).items()}
 
 
 class BatchOrder:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lmdistill.data import CALIBRATION_BATCH_TOKENS, IGNORE, token_batches
+from lmdistill.data import IGNORE, calibration_batches
 from lmdistill.errors import UserError
 from lmdistill.features import selectors
 
@@ -196,7 +196,7 @@ def prune_teacher(spec, teacher, examples, pad_id, dtype=torch.float32, log=prin
     if not calibration:
         raise UserError("student.from_teacher needs training examples to score dimensions; give data.train")
     device = next(teacher.parameters()).device
-    batches = list(token_batches(calibration, pad_id, CALIBRATION_BATCH_TOKENS, device))
+    batches = list(calibration_batches(calibration, pad_id, device))
     started = time.time()
     rotation, coordinates = importance(spec.importance, teacher, batches, sorted(set(keep) | {n_layers}),
                                        spec.hidden_size)

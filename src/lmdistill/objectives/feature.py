@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from lmdistill.data import CALIBRATION_BATCH_TOKENS, token_batches
+from lmdistill.data import calibration_batches
 from lmdistill.errors import UserError
 from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
@@ -109,7 +109,7 @@ class FeatureKD(LayerPairs, Objective):
         device = next(teacher.parameters()).device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        found = selectors.teacher_gradients(teacher, token_batches(calibration, pad_id, CALIBRATION_BATCH_TOKENS, device), layers)
+        found = selectors.teacher_gradients(teacher, calibration_batches(calibration, pad_id, device), layers)
         selections = {}
         for t, (grads, acts) in found.items():
             if kind == "flexkd":
