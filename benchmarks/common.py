@@ -5,6 +5,7 @@ import platform
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from lmdistill.compare.stats import mean_std_text as mean_std
 
@@ -49,3 +50,15 @@ def header(title):
     """Title, the command that is running, machine and date."""
     return (f"# {title}\n\ncommand: `{shlex.join([sys.executable.split('/')[-1], *sys.argv])}`\n"
             f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores; date: {datetime.date.today()}\n\n")
+
+
+def rss_gib(field):
+    """VmRSS (now) or VmHWM (peak since the last reset_peak_rss) of this process in GiB, from /proc (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss():
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM restarts from the current RSS

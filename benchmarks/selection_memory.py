@@ -15,20 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import header
+from common import header, reset_peak_rss, rss_gib
 from lmdistill.data.batches import CALIBRATION_BATCH_TOKENS
 
 TASKS = {"define-word": [], "spam": ["data.builtin=spam", "data.max_length=384"]}
-
-
-def status_gib(field):
-    """VmRSS (now) or VmHWM (peak since the last reset) of this process, from /proc."""
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
-    return int(line.split()[1]) / 2**20
-
-
-def reset_peak():
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM restarts from the current RSS
 
 
 def measure(task, batching):
@@ -45,13 +35,13 @@ def measure(task, batching):
     batches = (in_batches(calibration, pad, int(size)) if kind == "examples" else
                token_batches(calibration, pad, int(size)))
     teacher = parts.teacher.requires_grad_(False)
-    reset_peak()
-    before = status_gib("VmRSS")
+    reset_peak_rss()
+    before = rss_gib("VmRSS")
     started = time.perf_counter()
     found = selectors.teacher_gradients(teacher, batches, feature.teacher_layers())
     chosen = {t: selectors.flexkd(g, h, feature.d_student).indices.tolist() for t, (g, h) in found.items()}
     seconds = time.perf_counter() - started
-    peak = status_gib("VmHWM")
+    peak = rss_gib("VmHWM")
     lengths = [len(e.input_ids) for e in calibration]
     return {"task": task, "batching": batching, "examples": len(calibration),
             "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import header
+from common import header, reset_peak_rss, rss_gib
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {
@@ -278,13 +278,6 @@ def time_modes(args, modes, workdir):
                              "first_loss": first_loss[mode]} for mode, t in times.items()}, tokens
 
 
-def rss_gib(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def memory_of(args, mode, workdir):
     """In this (fresh) process: peak RSS over 3 steps of `mode` after 2 warm-up steps, and the increase over before."""
     parts, batches = load(args, workdir)
@@ -292,7 +285,7 @@ def memory_of(args, mode, workdir):
     for k in range(2):
         runner.step(k)
     before = rss_gib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS, to the current RSS
+    reset_peak_rss()
     for k in range(2, 5):
         runner.step(k)
     out = {"peak_rss_gib": rss_gib("VmHWM"), "step_increase_gib": rss_gib("VmHWM") - before}
