@@ -219,11 +219,13 @@ class Trainer:
                    mininterval=1.0, desc="train")
         self.window_tokens, self.window_start = 0, time.time()
         history = []
-        with self._sigint_saves(), bar:  # (closing the bar on an error puts the error message on its own line)
-            while self.step < last and not self._interrupt_requested():
-                self._fit_step(bar, history)
-        self.save()
-        self.logger.close()
+        try:
+            with self._sigint_saves(), bar:  # (closing the bar on an error puts the error message on its own line)
+                while self.step < last and not self._interrupt_requested():
+                    self._fit_step(bar, history)
+            self.save()
+        finally:
+            self.logger.close()  # also on an error: a TensorBoard writer left open keeps a thread alive
         if self.interrupted:
             self.log(f"interrupted at step {self.step}: checkpoint saved; continue with --resume")
             raise KeyboardInterrupt
