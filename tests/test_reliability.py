@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -83,6 +84,7 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_clear_error(tmp_path, word_data
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
+    writers = _tensorboard_writers()
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", str(path)])
     assert exit_.value.code == 2
@@ -90,6 +92,12 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_clear_error(tmp_path, word_data
     assert len(err) == 1 and "training stopped at step 5: 3 steps in a row had a non-finite ce, loss" in err[0]
     assert "train.max_bad_steps=3" in err[0]
     assert not (tmp_path / "run/student").exists()
+    assert signal.getsignal(signal.SIGINT) == before  # the Ctrl-C handler is put back on an error too
+    assert _tensorboard_writers() == writers  # and the metrics logger is closed
+
+
+def _tensorboard_writers():
+    return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_like_an_uninterrupted_run(tmp_path, word_data, monkeypatch):
@@ -109,6 +117,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_like_an_uninterrupted_run
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
+    writers = _tensorboard_writers()
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", str(path)])
     assert exit_.value.code == 130
