@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 
 from lmdistill import cli
 from lmdistill.config import build_config
-from lmdistill.errors import UserError
 from lmdistill.objectives.ce import CrossEntropy
 from lmdistill.run import train
 from conftest import tiny_config
@@ -123,6 +122,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_like_an_uninterrupted_run
     assert exit_.value.code == 130
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == ["step-000003"]
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    assert _tensorboard_writers() == writers
     monkeypatch.setattr(Trainer, "train_step", original)
     cli.main(["train", str(path), "--resume"])
     a, b = _weights(straight), _weights(tmp_path / "run")

@@ -13,7 +13,6 @@ import torch
 from pydantic import Field
 
 from lmdistill import divergences
-from lmdistill.errors import UserError
 from lmdistill.forward import lens_input, output_head
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
 from lmdistill.objectives.logit_kd import DivergenceParams
