@@ -7,11 +7,12 @@ import torch
 import yaml
 
 from lmdistill.compare import grid, runner, stats
-from lmdistill.compare.report import comparisons_table, task_table
+from lmdistill.compare.report import comparisons_table, machines_line, task_table
 from lmdistill.compare.schema import load_compare
 from lmdistill.data import BatchOrder
 from lmdistill.errors import UserError
 from lmdistill.models import load_student, load_teacher
+from lmdistill.run import machine
 
 
 @pytest.mark.parametrize("df, want", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (100000, 1.9600)])
@@ -59,6 +60,14 @@ def test_task_table_shows_means_and_paired_intervals():
     pairs = comparisons_table(rows, [("x", "kd"), ("kd", "x"), ("x", "missing")]).splitlines()
     assert len(pairs) == 4 and pairs[2].startswith("| x − kd | " + f"−{abs(d['mean']):.3f}")
     assert pairs[3].startswith(f"| kd − x | +{abs(d['mean']):.3f} [−{hi:.3f}, +{abs(lo):.3f}] (0/3 lower)")  # a tie counts as not lower
+
+
+def test_cells_from_several_machines_are_flagged():
+    rows = [{"machine": "A"}, {"machine": "B"}, {"machine": "A"}, {}]
+    line = machines_line(rows)
+    assert line.startswith("cells ran on 3 machines: A (2 cells); ")
+    assert "B (1 cell)" in line and "not recorded (1 cell)" in line and "only within one machine" in line
+    assert machines_line(rows[:1]) == "cells ran on: A (1 cell)"
 
 
 def _compare_file(tmp_path, word_data, **extra):
@@ -139,6 +148,8 @@ def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
     assert all(r["peak_rss_gib"] > 0 and r["train_seconds"] >= 0 and r["ce"] > 0 for r in rows)
     report = (out / "report.md").read_text()
     assert "| sft | 2 |" in report and "(baseline)" in report and "| teacher |" in report and "| constant |" in report
+    here = machine(torch.device("cpu"))
+    assert all(r["machine"] == here for r in rows) and f"cells ran on: {here} (4 cells)" in report
     assert (out / "compare-task.png").stat().st_size > 1000
     assert json.loads((out / "cache" / "task" / "manifest.json").read_text())["logits"] == "head"
     assert json.loads((out / "rows.json").read_text()) == rows

@@ -1,4 +1,6 @@
 """The `train` and `eval` jobs: build parts, run, write outputs into the run directory."""
+import os
+import platform
 import random
 import resource
 import shlex
@@ -54,6 +56,21 @@ def peak_memory_gib():
     if torch.cuda.is_available():
         out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return out
+
+
+def machine(device, processes=1):
+    """Where a run's numbers and timings come from: float results differ in the last digits between CPU models,
+    and timings are only comparable on one machine."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x {processes}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    kernels = torch.backends.cpu.get_cpu_capability()  # which vectorised kernels torch picked (AVX2, AVX512, ...)
+    return f"{name} ({kernels}), {os.cpu_count()} CPUs" + (f", {processes} processes" if processes > 1 else "")
 
 
 def command_line():
@@ -154,7 +171,7 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
              "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher is not teacher
              else "online", "command": command_line()}
     result["resources"] = {"train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
-                           **peak_memory_gib()}
+                           **peak_memory_gib(), "machine": machine(accelerator.device, accelerator.num_processes)}
     write_results(run_dir, result, facts, log)
     return result
 

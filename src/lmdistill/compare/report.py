@@ -118,6 +118,17 @@ def plot(path, task, rows, curves, methods, primary="ce"):
     atomic_write_bytes(path, image.getvalue())
 
 
+def machines_line(rows):
+    """Which machines the cells ran on: timings, and the last digits of the metrics, differ between machines."""
+    counts = {}
+    for r in rows:
+        counts[r.get("machine", "not recorded")] = counts.get(r.get("machine", "not recorded"), 0) + 1
+    text = "; ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    if len(counts) > 1:
+        return f"cells ran on {len(counts)} machines: {text}. Timings compare only within one machine."
+    return f"cells ran on: {text}" if counts else ""
+
+
 def describe_cache(cache):
     logits = (f"top-{cache.top_k} log-probs + the rest's mass" if cache.logits == "topk"
               else "logits from the stored final hidden state through the teacher's head, exact")
@@ -131,9 +142,9 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
     steps = sorted({r["steps"] for r in rows})
     parts = [f"# lmdistill compare: {root}", "",
              f"command: `{command_line()}`  ",
-             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; date: {datetime.date.today()}"
-             + (f"; {run_note}" if run_note else ""),
-             "",
+             f"report written on: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; "
+             f"date: {datetime.date.today()}" + (f"; {run_note}" if run_note else "") + "  ",
+             machines_line(rows), "",
              f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
              f"{steps}; teacher in training: "
              + (f"cache ({describe_cache(compare.cache)})" if compare.teacher == "cache" else "online")
