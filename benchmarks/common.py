@@ -1,13 +1,15 @@
 """Shared by the benchmark scripts: one training cell, mean ± std over seeds, paired differences, the report header."""
 import argparse
 import datetime
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 from lmdistill.compare.stats import mean_std_text as mean_std
+from lmdistill.run import machine
 
 
 def paired(by, name, reference, key, seeds):
@@ -49,7 +51,7 @@ def train_cell(objectives, run_dir, seed, steps, eval_examples, config_file="con
 def header(title):
     """Title, the command that is running, machine and date."""
     return (f"# {title}\n\ncommand: `{shlex.join([sys.executable.split('/')[-1], *sys.argv])}`\n"
-            f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores; date: {datetime.date.today()}\n\n")
+            f"machine: {machine(torch.device('cpu'))}; date: {datetime.date.today()}\n\n")
 
 
 def rss_gib(field):

@@ -5,6 +5,7 @@ import datetime
 import io
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 
 from lmdistill.compare.stats import mean, mean_std_text, paired
@@ -120,10 +121,8 @@ def plot(path, task, rows, curves, methods, primary="ce"):
 
 def machines_line(rows):
     """Which machines the cells ran on: timings, and the last digits of the metrics, differ between machines."""
-    counts = {}
-    for r in rows:
-        counts[r.get("machine", "not recorded")] = counts.get(r.get("machine", "not recorded"), 0) + 1
-    text = "; ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    counts = Counter(r.get("machine", "not recorded") for r in rows)
+    text = "; ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in counts.most_common())
     if len(counts) > 1:
         return f"cells ran on {len(counts)} machines: {text}. Timings compare only within one machine."
     return f"cells ran on: {text}" if counts else ""
