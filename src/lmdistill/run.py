@@ -1,11 +1,7 @@
 """The `train` and `eval` jobs: build parts, run, write outputs into the run directory."""
-import os
-import platform
 import random
 import resource
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +14,8 @@ from lmdistill.errors import UserError
 from lmdistill.eval.report import render_report
 from lmdistill.eval.run import evaluate
 from lmdistill.io import atomic_dir, atomic_write_json, atomic_write_text
+from lmdistill.provenance import command_line, commit_text, machine
+from lmdistill.provenance import record as provenance_record
 
 # Keys that may change when a run is resumed; anything else must match the saved config.
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.save_every", "train.log_every", "eval.")
@@ -56,27 +54,6 @@ def peak_memory_gib():
     if torch.cuda.is_available():
         out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return out
-
-
-def machine(device, processes=1):
-    """Where a run's numbers and timings come from: float results differ in the last digits between CPU models,
-    and timings are only comparable on one machine."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} x {processes}"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    kernels = torch.backends.cpu.get_cpu_capability()  # which vectorised kernels torch picked (AVX2, AVX512, ...)
-    return f"{name} ({kernels}), {os.cpu_count()} CPUs" + (f", {processes} processes" if processes > 1 else "")
-
-
-def command_line():
-    """The command that is running, to be written beside its results."""
-    program = {"lmdistill": "lmdistill", "__main__.py": "python -m lmdistill"}.get(Path(sys.argv[0]).name, sys.argv[0])
-    return " ".join([program, shlex.join(sys.argv[1:])])
 
 
 def _flatten(d, prefix=""):
@@ -172,6 +149,10 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
              else "online", "command": command_line()}
     result["resources"] = {"train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
                            **peak_memory_gib(), "machine": machine(accelerator.device, accelerator.num_processes)}
+    # the commit (clean or not), library versions, kernels, command and date this result comes from; the run's own
+    # directory does not count as an uncommitted change (it is being written)
+    result["provenance"] = provenance_record(accelerator.device, accelerator.num_processes, exclude=[run_dir])
+    facts["code"] = commit_text(result["provenance"]["git"])
     write_results(run_dir, result, facts, log)
     return result
 
@@ -216,6 +197,8 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     parts = build_parts(config, splits=("train", split), student_path=str(student_path))
     student_lm, teacher = wrap(parts)
     result = evaluate(parts, student_lm, teacher, split, log=log)
-    facts = {"student": str(student_path), "command": command_line(), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory()}
+    result["provenance"] = provenance_record(exclude=[run_dir])
+    facts = {"student": str(student_path), "command": command_line(), "wall time": f"{time.time() - started:.0f} s",
+             "peak memory": peak_memory(), "code": commit_text(result["provenance"]["git"])}
     write_results(run_dir, result, facts, log, f"eval-{split}.json", f"eval-{split}.md")
     return result

@@ -1,15 +1,13 @@
 """The compare report: per task a Markdown table (mean +/- std over seeds, paired difference vs the baseline
 with a 95 % t interval), the teacher and trivial baselines beside it, and a PNG (metric by method with seed
 points; training-loss curves)."""
-import datetime
 import io
-import os
-import platform
 from collections import Counter
 from pathlib import Path
 
 from lmdistill.compare.stats import mean, mean_std_text, paired
 from lmdistill.io import atomic_write_bytes, atomic_write_text
+from lmdistill.provenance import commit_text, record, summary
 
 METRICS = [("ce", "CE", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"),
            ("accuracy", "acc %", "{:.1f}")]
@@ -128,22 +126,32 @@ def machines_line(rows):
     return f"cells ran on: {text}" if counts else ""
 
 
+def commits_line(rows):
+    """Which commits the cells' code came from, and whether the tree was clean: a grid made from several commits (or
+    a dirty tree) is not one version of the code."""
+    counts = Counter(commit_text({"commit": r.get("commit"), "clean": r.get("clean")}) for r in rows)
+    text = "; ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in counts.most_common())
+    if len(counts) > 1:
+        return f"cells' code came from {len(counts)} versions: {text}."
+    return f"cells' code: commit {text}" if counts else ""
+
+
 def describe_cache(cache):
     logits = (f"top-{cache.top_k} log-probs + the rest's mass" if cache.logits == "topk"
               else "logits from the stored final hidden state through the teacher's head, exact")
     return f"{logits}; hidden states {cache.hidden_dtype}"
 
 
-def write_report(compare, rows, curves, references, root, run_note="", online=()):
-    """`online`: the methods whose cells ran the teacher online although the grid uses the cache (attention)."""
-    from lmdistill.run import command_line
+def write_report(compare, rows, curves, references, root, run_note="", online=(), provenance=None):
+    """`online`: the methods whose cells ran the teacher online although the grid uses the cache (attention).
+    `provenance`: this invocation's record (provenance.record()), made now when not given."""
+    provenance = provenance or record(exclude=[root])
     methods, baseline = list(compare.methods), compare.baseline_method
     steps = sorted({r["steps"] for r in rows})
     parts = [f"# lmdistill compare: {root}", "",
-             f"command: `{command_line()}`  ",
-             f"report written on: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}; "
-             f"date: {datetime.date.today()}" + (f"; {run_note}" if run_note else "") + "  ",
-             machines_line(rows), "",
+             "This report (provenance.json):  ", summary(provenance) + (f"; {run_note}" if run_note else "")
+             + "  ", "", "The cells (each cell's eval.json has its full provenance; rows.json its numbers):  ",
+             commits_line(rows) + "  ", machines_line(rows), "",
              f"Grid: {len(compare.tasks)} task(s) x {len(methods)} methods x seeds {compare.seeds}; steps "
              f"{steps}; teacher in training: "
              + (f"cache ({describe_cache(compare.cache)})" if compare.teacher == "cache" else "online")

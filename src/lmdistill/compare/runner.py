@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from lmdistill import provenance
 from lmdistill.compare.grid import cells
 from lmdistill.compare.report import write_report
 from lmdistill.compare.schema import load_compare
@@ -77,7 +78,8 @@ def prepare_task(compare, task, task_cells, log=print):
             rows["teacher"].update(generated.pop("teacher"))
             rows.update(generated)
         reference = {"key": reference_key(first), "split": split, "examples": len(examples),
-                     "response_tokens": forced["tokens"], "task_kind": parts.task, "rows": rows}
+                     "response_tokens": forced["tokens"], "task_kind": parts.task, "rows": rows,
+                     "provenance": provenance.record(exclude=[root])}
         atomic_write_json(ref_path, reference)
     del parts
     gc.collect()
@@ -89,7 +91,9 @@ def run_cell(cell, log=print):
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     config_path = cell.run_dir.parent / f"seed{cell.seed}.yaml"
     save_config(cell.config, config_path)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
+           # the grid's run_dir (cells/TASK/METHOD/seedN is grid.cells' layout): its files are not code changes
+           provenance.RESULTS_DIR_ENV: str(cell.run_dir.parents[3].resolve())}
     started = time.time()
     with open(cell.run_dir.parent / f"seed{cell.seed}.log", "w") as out:
         code = subprocess.call([sys.executable, "-m", "lmdistill", "train", str(config_path), "--overwrite"],
@@ -100,9 +104,10 @@ def run_cell(cell, log=print):
 def cell_row(cell):
     result = json.loads((cell.run_dir / "eval.json").read_text())
     student = result["metrics"]["student"]
+    git = result.get("provenance", {}).get("git", {})
     row = {"task": cell.task, "method": cell.method, "seed": cell.seed, "steps": cell.config.train.steps,
            **{k: student[k] for k in ("ce", "kl", "rougeL", "accuracy") if k in student},
-           **result.get("resources", {})}
+           **result.get("resources", {}), "commit": git.get("commit"), "clean": git.get("clean")}
     curves = {"train": [], "dev": []}
     for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines():
         entry = json.loads(line)
@@ -154,9 +159,13 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print):
         rows.append(row)
         curves[(cell.task, cell.method, cell.seed)] = curve
     atomic_write_json(root / "rows.json", rows)
+    # this invocation's own provenance (the report's code, versions, machine, command, date); each cell's is in its
+    # eval.json and its commit in rows.json
+    invocation = provenance.record(exclude=[root])
+    atomic_write_json(root / "provenance.json", invocation)
     uncached = [m for m in compare.methods if compare.teacher == "cache"
                 and any(c.method == m and c.config.teacher_cache is None for c in grid)]
-    report = write_report(compare, rows, curves, references, root, online=uncached,
+    report = write_report(compare, rows, curves, references, root, online=uncached, provenance=invocation,
                           run_note=f"this invocation: {time.time() - started:.0f} s wall; {trained} cells trained, "
                                    f"{len(finished) - trained} found finished, {len(failed)} failed")
     log(report)

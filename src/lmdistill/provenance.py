@@ -1,0 +1,125 @@
+"""Where a result comes from: the code (git commit, and whether the tree had uncommitted changes), the library
+versions, the machine, the command and the date. Written beside every benchmark and compare result, and into each
+run's eval.json, so a number can be traced to the code that produced it."""
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+SOURCE_DIR = Path(__file__).resolve().parent  # the lmdistill package that is running
+# Set by `lmdistill compare` for its cells' processes: the grid's directory, whose other cells are being written and
+# are not uncommitted changes to the code (os.pathsep-separated paths).
+RESULTS_DIR_ENV = "LMDISTILL_RESULTS_DIR"
+
+
+def machine(device, processes=1):
+    """Where a run's numbers and timings come from: float results differ in the last digits between CPU models,
+    and timings are only comparable on one machine."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x {processes}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    kernels = torch.backends.cpu.get_cpu_capability()  # which vectorised kernels torch picked (AVX2, AVX512, ...)
+    return f"{name} ({kernels}), {os.cpu_count()} CPUs" + (f", {processes} processes" if processes > 1 else "")
+
+
+def kernels(device):
+    """The kernels torch runs on this device: the CPU's vector instruction set, or the CUDA and cuDNN versions."""
+    if device.type == "cuda":
+        return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(device)))}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+
+
+def command_line():
+    """The command that is running, to be written beside its results."""
+    program = {"lmdistill": "lmdistill", "__main__.py": "python -m lmdistill"}.get(Path(sys.argv[0]).name, sys.argv[0])
+    return " ".join([program, shlex.join(sys.argv[1:])])
+
+
+def _git(root, *args):
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+
+
+def git_state(root=SOURCE_DIR, exclude=()):
+    """The commit checked out at `root` and whether the tree is clean (`git status --porcelain` prints nothing).
+    Paths under `exclude` (absolute or relative to the working directory, e.g. the result's own output directory, which the run is
+    writing) do not make the tree dirty. Outside a git checkout (an installed wheel) commit and clean are None."""
+    try:
+        head = _git(root, "rev-parse", "HEAD")
+        top = _git(root, "rev-parse", "--show-toplevel")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "clean": None, "note": "git not available"}
+    if head.returncode or top.returncode:
+        return {"commit": None, "clean": None, "note": f"{root} is not in a git checkout"}
+    status = _git(root, "status", "--porcelain", "--untracked-files=all")
+    top_dir = Path(top.stdout.strip())
+    prefixes = []
+    for path in exclude:  # relative to the working directory, or absolute
+        try:
+            prefixes.append(Path(path).resolve().relative_to(top_dir.resolve()).as_posix().rstrip("/") + "/")
+        except ValueError:
+            pass  # outside the repository: cannot make it dirty
+    changed = []
+    for line in status.stdout.splitlines():
+        path = line[3:].split(" -> ")[-1].strip('"')
+        if not any(path.startswith(p) for p in prefixes):
+            changed.append(line)
+    out = {"commit": head.stdout.strip(), "clean": status.returncode == 0 and not changed,
+           "changed": changed[:100]}
+    if len(changed) > 100:
+        out["changed_more"] = len(changed) - 100
+    if prefixes:
+        out["not_counted"] = prefixes
+    return out
+
+
+def versions():
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("transformers", "accelerate", "lmdistill"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def record(device=None, processes=1, exclude=()):
+    """The provenance of a result made now by this process, as a JSON-ready dict."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    exclude = [*exclude, *filter(None, os.environ.get(RESULTS_DIR_ENV, "").split(os.pathsep))]
+    return {"git": git_state(exclude=exclude), "versions": versions(),
+            "machine": machine(device, processes), "kernels": kernels(device),
+            "platform": platform.platform(), "command": command_line(), "cwd": os.getcwd(),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def commit_text(git):
+    """'abc1234567 (clean)' / 'abc1234567 (uncommitted changes: N paths)' / 'not recorded'."""
+    if not git or not git.get("commit"):
+        return "not recorded" + (f" ({git['note']})" if git and git.get("note") else "")
+    count = len(git.get("changed", [])) + git.get("changed_more", 0)
+    state = ("clean" if git["clean"] else f"uncommitted changes: {count} paths" if "changed" in git
+             else "uncommitted changes")
+    return f"{git['commit'][:10]} ({state})"
+
+
+def summary(rec):
+    """Markdown lines for a report's header."""
+    v = rec["versions"]
+    return (f"code: commit {commit_text(rec['git'])}  \n"
+            f"versions: torch {v['torch']}, transformers {v['transformers']}, accelerate {v['accelerate']}, "
+            f"python {v['python']}  \n"
+            f"machine: {rec['machine']}; kernels: "
+            + ", ".join(f"{k} {val}" for k, val in rec["kernels"].items()) + "  \n"
+            f"command: `{rec['command']}`; date: {rec['date_utc']}")
