@@ -12,12 +12,14 @@ forward vs reading the cache, per batch of 8.
     .venv/bin/python benchmarks/cache_fidelity.py
 """
 import argparse
+import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from common import header
+from common import header, provenance, write_provenance
 from lmdistill import teacher_cache
 from lmdistill.build import ObjectiveContext, build_parts
 from lmdistill.config import CacheSettings, Config, load_config
@@ -64,6 +66,7 @@ def main():
     args = p.parse_args()
     torch.manual_seed(0)
     out = Path(args.out)
+    record = provenance(out)
     config = load_config("configs/demo.yaml", ["data.max_train_examples=" + str(args.examples)])
     parts = build_parts(config, splits=("train",), log=lambda *_: None)
     student_note = "configs/demo.yaml's fresh student"
@@ -84,7 +87,7 @@ def main():
     settings = {"head": CacheSettings(logits="head")}
     settings.update({f"k={k}": CacheSettings(logits="topk", top_k=k) for k in args.top_k})
     settings[f"k={max(args.top_k)} float32"] = CacheSettings(logits="topk", top_k=max(args.top_k), hidden_dtype="float32")
-    columns, timing = {}, {}
+    columns, passes = {}, {}
     for label, setting in settings.items():
         path = out / "work" / ("cache-" + label.replace("=", "").replace(" ", "-"))
         cache = teacher_cache.load_or_build(path, parts.teacher, parts.tokenizer, examples, parts.vocab_size, layers,
@@ -98,9 +101,10 @@ def main():
             columns[label][name] = (abs(value - ref_value) / abs(ref_value),
                                     (grad @ ref_grad / (grad.norm() * ref_grad.norm())).item(),
                                     ((grad - ref_grad).norm() / ref_grad.norm()).item())
-        timing[label] = median_seconds(lambda: [cached(b, layers) for b in batches]) / len(batches)
-    timing["online"] = median_seconds(lambda: [online(b, layers) for b in batches]) / len(batches)
-    report = header("Teacher cache fidelity: each objective, cached teacher vs online")
+        passes[label] = pass_seconds(lambda: [cached(b, layers) for b in batches])
+    passes["online"] = pass_seconds(lambda: [online(b, layers) for b in batches])
+    timing = {label: statistics.median(t) / len(batches) for label, t in passes.items()}
+    report = header("Teacher cache fidelity: each objective, cached teacher vs online", record)
     report += (f"Student: {student_note}; {len(batches) * 8} define-word training examples in batches of 8 "
                f"({sum(int((b['labels'][:, 1:] != -100).sum()) for b in batches)} response positions). Cell: relative "
                f"loss difference / gradient cosine / relative gradient difference (gradient w.r.t. every student "
@@ -114,18 +118,24 @@ def main():
                f"{timing['online'] * 1000:.0f} ms; from the cache: "
                + ", ".join(f"{n} {timing[n] * 1000:.1f} ms" for n in names) + ".\n")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.json").write_text(json.dumps(
+        {"columns": {label: {name: dict(zip(("loss_rel_diff", "grad_cosine", "grad_rel_diff"), c))
+                             for name, c in cells.items()} for label, cells in columns.items()},
+         "teacher_pass_seconds": passes, "batches": len(batches)}, indent=1))
+    write_provenance(out / "provenance.json", record)
     (out / "README.md").write_text(report)
     print(report)
 
 
-def median_seconds(fn, repeats=3):
+def pass_seconds(fn, repeats=3):
+    """Seconds of each of `repeats` passes of fn (no gradients)."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         with torch.no_grad():
             fn()
         times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+    return times
 
 
 if __name__ == "__main__":

@@ -1,15 +1,13 @@
 """Shared by the benchmark scripts: one training cell, mean ± std over seeds, paired differences, the report header."""
 import argparse
-import datetime
-import shlex
-import sys
+import json
 import time
 from pathlib import Path
 
-import torch
-
+from lmdistill import provenance as _provenance
 from lmdistill.compare.stats import mean_std_text as mean_std
-from lmdistill.run import machine
+
+_RECORDS = {}
 
 
 def paired(by, name, reference, key, seeds):
@@ -44,14 +42,38 @@ def train_cell(objectives, run_dir, seed, steps, eval_examples, config_file="con
         f"eval.max_examples={eval_examples}", "eval.generate=false", "eval.split=dev"])
     config.objectives = type(config).model_validate({**config.model_dump(), "objectives": objectives}).objectives
     started = time.time()
-    row = train(config, overwrite=True, log=lambda *_: None)["metrics"]["student"]
-    return {"ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started}
+    result = train(config, overwrite=True, log=lambda *_: None)
+    row, git = result["metrics"]["student"], result["provenance"]["git"]
+    # each cell's own commit: a benchmark that resumes (distillens) may hold cells made by different code
+    return {"ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started, "commit": git["commit"],
+            "clean": git["clean"]}
 
 
-def header(title):
-    """Title, the command that is running, machine and date."""
-    return (f"# {title}\n\ncommand: `{shlex.join([sys.executable.split('/')[-1], *sys.argv])}`\n"
-            f"machine: {machine(torch.device('cpu'))}; date: {datetime.date.today()}\n\n")
+def provenance(out, device=None):
+    """Where this benchmark's numbers come from (lmdistill.provenance.record: git commit and whether the tree was
+    clean, torch/transformers/accelerate versions, machine and kernels, command, UTC date), taken once per process,
+    at the start of the run. The output directory `out` is being written and does not count as a code change."""
+    key = str(Path(out).resolve())
+    if key not in _RECORDS:
+        _RECORDS[key] = _provenance.record(device, exclude=[out])
+    return _RECORDS[key]
+
+
+def cells_code(rows):
+    """One line: the commit(s) the rows' cells were trained at (rows carry commit and clean, see train_cell)."""
+    from lmdistill.compare.report import commits_line
+    return commits_line(rows)
+
+
+def write_provenance(path, record):
+    """The record as JSON at `path` (e.g. OUT/provenance.json), beside the results it describes."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def header(title, record):
+    """Title, then the code (commit, clean or not), versions, machine and kernels, command and date."""
+    return f"# {title}\n\n{_provenance.summary(record)}\n\n"
 
 
 def rss_gib(field):

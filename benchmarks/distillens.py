@@ -12,7 +12,7 @@ Every method trains the same fresh student (same init and data order per seed: p
 import json
 from pathlib import Path
 
-from common import grid_parser, header, mean_std, paired, per_seed, train_cell
+from common import cells_code, grid_parser, header, mean_std, paired, per_seed, provenance, train_cell, write_provenance
 from lmdistill.objectives.presets import expand_preset
 
 RKL = {"name": "logit_kd", "divergence": "reverse_kl"}
@@ -58,6 +58,7 @@ def main():
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    record = provenance(out)
     done = out / "rows.jsonl"  # one line per finished cell: an interrupted benchmark resumes where it stopped
     rows = [json.loads(line) for line in done.read_text().splitlines()] if done.exists() else []
     for seed in [] if args.report_only else args.seeds:
@@ -71,11 +72,13 @@ def main():
                 f.write(json.dumps(rows[-1]) + "\n")
             print(json.dumps(rows[-1]), flush=True)
     rows = [r for r in rows if r["steps"] == args.steps]
-    report = (header("DistillLens vs logit KD at equal budget")
+    write_provenance(out / "provenance.json", record)
+    report = (header("DistillLens vs logit KD at equal budget", record)
               + f"Student: configs/demo.yaml's fresh 6x256 llama (6 layers; lens pairs teacher 5/10/15/20/25 -> student "
                 f"1/2/3/4/5), {args.steps} steps x batch 8, lr 1e-3, define-word; metrics on {args.eval_examples} dev "
                 f"examples (teacher-forced, nats per response token); seeds {args.seeds}, paired (same init and data "
-                f"order). s/run is wall time on a shared 2-core machine, not a timing measurement. Methods: see the script's docstring.\n\n" + table(rows, args.seeds) + "\n")
+                f"order). s/run is wall time on a shared 2-core machine, not a timing measurement. Methods: see the script's docstring. "
+                f"Per-cell numbers (and each cell's commit): rows.jsonl; {cells_code(rows)}.\n\n" + table(rows, args.seeds) + "\n")
     (out / "README.md").write_text(report)
     print(report)
 

@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from common import grid_parser, header, mean_std, paired, train_cell
+from common import cells_code, grid_parser, header, mean_std, paired, provenance, train_cell, write_provenance
 
 METHODS = {
     "sft": [{"name": "ce", "weight": 1.0}],
@@ -45,6 +45,7 @@ def table(rows, seeds):
 def main():
     p = grid_parser(__doc__, steps=150, out="benchmarks/results/feature_selectors", methods=METHODS)
     args = p.parse_args()
+    record = provenance(args.out)
     rows = []
     for seed in args.seeds:
         for method in args.methods:
@@ -52,10 +53,12 @@ def main():
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
-    report = (header("Feature selectors at equal budget") + f"Student: configs/demo.yaml's fresh 6x256 llama, {args.steps} steps x batch 8, "
+    write_provenance(out / "provenance.json", record)
+    report = (header("Feature selectors at equal budget", record) + f"Student: configs/demo.yaml's fresh 6x256 llama, {args.steps} steps x batch 8, "
               f"define-word; metrics on {args.eval_examples} dev examples (teacher-forced, per response token); "
               f"seeds {args.seeds}; feature = pearson on the last layer, weight 1.0, beside CE 1.0; selections from the "
-              f"first 256 training examples, computed once per selector (`selection/`; the first seed's run includes that pass).\n\n"
+              f"first 256 training examples, computed once per selector (`selection/`; the first seed's run includes that pass). Per-cell numbers: rows.json; "
+              f"{cells_code(rows)}.\n\n"
               + table(rows, args.seeds) + "\n")
     (out / "README.md").write_text(report)
     print(report)

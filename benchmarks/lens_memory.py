@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from common import header
+from common import header, provenance, write_provenance
 
 VOCAB, D_TEACHER, D_STUDENT, PAIRS, BATCH, LENGTH = 49152, 576, 256, 5, 8, 128
 
@@ -117,6 +117,7 @@ def main():
     if args.one:
         print(json.dumps(measure(args.one[0], args.device, args.repeats, int(args.one[1]))))
         return
+    record = provenance(args.out, args.device)
     rows = []
     for mode, chunk in [("naive", 0)] + [("chunked", c) for c in args.chunk_sizes]:
         child = subprocess.run([sys.executable, __file__, "--one", mode, str(chunk), "--device", args.device,
@@ -130,6 +131,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rows-{args.device}.json").write_text(json.dumps(rows, indent=1))
+    write_provenance(out / f"provenance-{args.device}.json", record)
     memory = "peak CUDA allocation" if args.device == "cuda" else "peak RSS"
     lines = [f"| implementation | extra {memory} (GiB) | time forward + backward (s, median of {args.repeats}) | "
              f"vs naive: memory | vs naive: time |", "|---|---|---|---|---|"]
@@ -137,11 +139,12 @@ def main():
         name = row["mode"] + (f", chunk {row['chunk_size']}" if row["chunk_size"] else "")
         lines.append(f"| {name} | {row['extra_peak_gib']:.3f} | {row['median_s']:.2f} | "
                      f"{row['extra_peak_gib'] / base['extra_peak_gib']:.3f}x | {row['median_s'] / base['median_s']:.2f}x |")
-    report = (header(f"Lens loss: chunked vs naive ({args.device})")
+    report = (header(f"Lens loss: chunked vs naive ({args.device})", record)
               + f"Vocabulary {VOCAB}, teacher width {D_TEACHER}, student width {D_STUDENT}, {PAIRS} layer pairs, batch "
                 f"{BATCH} x {LENGTH} positions, all of them response positions; JSD beta 0.5, T 1; float32. Extra memory "
                 f"= {memory} during the first forward + backward minus what was held before. Loss and gradient norms of "
-                f"every implementation agree (checked). Setup and method: the script's docstring.\n\n"
+                f"every implementation agree (checked). Setup and method: the script's docstring. Every timed repeat: "
+                f"rows-{args.device}.json.\n\n"
               + "\n".join(lines) + "\n")
     (out / f"README-{args.device}.md").write_text(report)
     print(report)

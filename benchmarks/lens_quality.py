@@ -9,12 +9,13 @@ entropy, KL(final distribution || lens), top-1 accuracy, and the mean norm of h.
     .venv/bin/python benchmarks/lens_quality.py
 """
 import argparse
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from common import header
+from common import header, provenance, write_provenance
 from lmdistill.build import build_parts
 from lmdistill.config import load_config
 from lmdistill.data import in_batches
@@ -29,6 +30,7 @@ def main():
     p.add_argument("--examples", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/lens_quality")
     args = p.parse_args()
+    record = provenance(args.out)
     parts = build_parts(load_config("configs/demo.yaml"), splits=("dev",), log=lambda *_: None)
     teacher, head = parts.teacher.eval(), output_head(parts.teacher, parts.vocab_size)
     model = ResponseLM(teacher, parts.vocab_size)
@@ -47,6 +49,9 @@ def main():
                           "norm": out.hidden[layer].norm(dim=-1).sum()}
                 for key, value in values.items():
                     sums[(layer, norm, key)] = sums.get((layer, norm, key), 0.0) + value.item()
+    rows = [{"layer": layer, "final_norm": norm, "tokens": tokens,
+             **{key: sums[(layer, norm, key)] / tokens for key in ("ce", "entropy", "kl", "top1", "norm")}}
+            for layer in LAYERS for norm in (True, False)]
     lines = ["| hidden_states index | mean ‖h‖ | CE (norm / raw) | entropy (norm / raw) | KL(final ‖ lens) (norm / raw) "
              "| top-1 accuracy % (norm / raw) |", "|---|---|---|---|---|---|"]
     for layer in LAYERS:
@@ -54,12 +59,14 @@ def main():
         lines.append(f"| {layer} | {sums[(layer, True, 'norm')] / tokens:.0f} | "
                      + " | ".join(f"{a:.1f} / {b:.1f}" if key == "top1" else f"{a:.2f} / {b:.2f}"
                                 for key, (a, b) in cell.items()) + " |")
-    report = (header("The teacher's logit lens with and without the final norm")
+    report = (header("The teacher's logit lens with and without the final norm", record)
               + f"SmolLM2-135M-Instruct (30 layers, final hidden state = index 30), {args.examples} dev examples of "
                 f"define-word, {tokens} response tokens; nats per token; norm = final RMSNorm applied before the LM head "
-                f"(lens final_norm: true), raw = the residual stream as is (final_norm: false).\n\n" + "\n".join(lines) + "\n")
+                f"(lens final_norm: true), raw = the residual stream as is (final_norm: false). Unrounded numbers: rows.json.\n\n" + "\n".join(lines) + "\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    write_provenance(out / "provenance.json", record)
     (out / "README.md").write_text(report)
     print(report)
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from lmdistill.build import build_parts, wrap
-from common import grid_parser, header, mean_std, paired
+from common import cells_code, grid_parser, header, mean_std, paired, provenance, write_provenance
 from lmdistill.config import load_config
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.run import train
@@ -43,8 +43,10 @@ def run(importance, seed, args):
     out = Path(args.out) / "runs" / f"{importance}-seed{seed}"
     config = load_config("configs/demo.yaml", overrides(importance, seed, args.steps, out, args.eval_examples))
     started = time.time()
-    row = train(config, overwrite=True, log=lambda *_: None)["metrics"]["student"]
-    return {"importance": importance, "seed": seed, "ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started}
+    result = train(config, overwrite=True, log=lambda *_: None)
+    row, git = result["metrics"]["student"], result["provenance"]["git"]
+    return {"importance": importance, "seed": seed, "ce": row["ce"], "kl": row["kl"], "seconds": time.time() - started,
+            "commit": git["commit"], "clean": git["clean"]}
 
 
 def table(starts, rows, seeds):
@@ -63,6 +65,7 @@ def table(starts, rows, seeds):
 def main():
     p = grid_parser(__doc__, steps=200, out="benchmarks/results/pruned_importance")
     args = p.parse_args()
+    record = provenance(args.out)
     starts = [before_training(name, args) for name in IMPORTANCES]
     print(json.dumps(starts), flush=True)
     rows = []
@@ -73,12 +76,14 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.json").write_text(json.dumps({"before": starts, "after": rows}, indent=1))
-    report = (header("Cutting a student from the teacher: which directions to keep") +
+    write_provenance(out / "provenance.json", record)
+    report = (header("Cutting a student from the teacher: which directions to keep", record) +
               f"Student: layers [0, 4, 8, 12, 17, 21, 25, 29] of SmolLM2-135M-Instruct, 252 of 576 residual dims "
               f"(student.from_teacher, 256 calibration examples); trained with CE alone (objectives: sft), "
               f"{args.steps} steps x batch 8 at configs/demo.yaml's lr, define-word; metrics on {args.eval_examples} "
               f"dev examples (teacher-forced, nats per response token); seeds {args.seeds}. `functional` rotates the "
-              f"residual stream, which folds the final norm into an untied lm_head: more parameters.\n\n"
+              f"residual stream, which folds the final norm into an untied lm_head: more parameters. Per-seed numbers: "
+              f"rows.json; {cells_code(rows)}.\n\n"
               + table(starts, rows, args.seeds) + "\n")
     (out / "README.md").write_text(report)
     print(report)

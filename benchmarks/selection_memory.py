@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import header, reset_peak_rss, rss_gib
+from common import header, provenance, reset_peak_rss, rss_gib, write_provenance
 from lmdistill.data.batches import CALIBRATION_BATCH_TOKENS
 
 TASKS = {"define-word": [], "spam": ["data.builtin=spam", "data.max_length=384"]}
@@ -60,6 +60,7 @@ def main():
     if args.one:
         print(json.dumps(measure(*args.one)))
         return
+    record = provenance(args.out)
     rows = []
     for task in args.tasks:
         for batching in args.batchings:
@@ -74,12 +75,13 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    write_provenance(out / "provenance.json", record)
     lines = ["| task | calibration tokens (mean / max) | batching | extra peak RSS GiB | peak RSS GiB | seconds |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['mean_tokens']:.0f} / {r['max_tokens']} | {r['batching']} | "
                      f"{r['extra_peak_gib']:.2f} | {r['peak_rss_gib']:.2f} | {r['seconds']:.0f} |")
-    report = (header("Flex-KD selection pass: memory by batching")
+    report = (header("Flex-KD selection pass: memory by batching", record)
               + "256 calibration examples per task, teacher SmolLM2-135M-Instruct in float32 on CPU, flexkd preset's "
                 "teacher layers. `examples:N`: N examples per batch; `tokens:N`: at most N padded tokens per batch "
                 f"(lmdistill's default is tokens:{CALIBRATION_BATCH_TOKENS}). Every batching selected the same "

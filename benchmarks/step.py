@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import header, reset_peak_rss, rss_gib
+from common import header, provenance, reset_peak_rss, rss_gib, write_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {
@@ -242,6 +242,11 @@ def has_trl():
         return False
 
 
+def trl_version():
+    import trl
+    return trl.__version__
+
+
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -275,7 +280,7 @@ def time_modes(args, modes, workdir):
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
     profiles = {mode: profile(runners[mode], args.warmup + args.repeats) for mode in args.profile if mode in runners}
     return profiles, {mode: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-                             "first_loss": first_loss[mode]} for mode, t in times.items()}, tokens
+                             "first_loss": first_loss[mode], "rounds_s": t} for mode, t in times.items()}, tokens
 
 
 def memory_of(args, mode, workdir):
@@ -306,12 +311,14 @@ def memory_modes(args, modes):
     return out
 
 
-def report(args, times, tokens, memory, modes):
-    lines = [header(f"Step time against the floor and TRL ({args.pair} pair)"),
+def report(args, times, tokens, memory, modes, record):
+    lines = [header(f"Step time against the floor and TRL ({args.pair} pair)", record),
              f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens per "
              f"batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after {args.warmup} "
              f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads"
-             + ("" if "trl-gkd" in modes else "; TRL not installed here (make bench-env), its modes skipped") + ".\n",
+             + ("" if "trl-gkd" in modes else "; TRL not installed here (make bench-env), its modes skipped")
+             + (f"; trl {trl_version()}" if "trl-gkd" in modes else "")
+             + ". Every round's time: the .json beside this file.\n",
              "| mode | median s/step | min | max | tokens/s | peak RSS GiB | step's RSS increase GiB |",
              "|---|---|---|---|---|---|---|"]
     for mode in modes:
@@ -362,15 +369,17 @@ def main():
             print(json.dumps(memory_of(args, args.memory_of, Path(tmp))))
             return
         modes = args.modes or [m for m in MODES if has_trl() or not m.startswith("trl-")]
+        out = Path(args.out or ROOT / f"benchmarks/results/step/{args.pair}.md")
+        record = provenance(out.parent)
         profiles, times, tokens = time_modes(args, modes, Path(tmp))
     memory = {} if args.no_memory else memory_modes(args, modes)
-    text = report(args, times, tokens, memory, modes)
+    text = report(args, times, tokens, memory, modes, record)
     for mode, table in profiles.items():
         text += f"\n## Profile of {mode} (3 steps)\n\n```\n{table}\n```\n"
-    out = Path(args.out or ROOT / f"benchmarks/results/step/{args.pair}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps({"times": times, "memory": memory, "tokens": tokens}, indent=1))
+    write_provenance(out.with_suffix(".provenance.json"), record)
     print(text)
 
 
