@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from lmdistill.config import apply_overrides, build_config, load_config, save_config
@@ -112,3 +114,41 @@ def test_objective_presets_expand():
 def test_objective_entries_without_a_usable_name(entry, message):
     with pytest.raises(UserError, match=message):
         build_config({"objectives": [entry]})
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"eval": {"temperature": 0.7}}, "eval: temperature=0.7 is only used with generate: true and do_sample: true"),
+    ({"eval": {"seeds": [0, 1]}}, "eval: seeds=[0, 1] is only used with generate: true and do_sample: true"),
+    ({"eval": {"generate": False, "max_new_tokens": 8}}, "eval: max_new_tokens=8 is only used with generate: true"),
+    ({"train": {"weighting": {"alpha": 1.0}}}, "train.weighting: alpha=1.0 is only used with method: gradnorm"),
+    ({"train": {"weighting": {"method": "gradnorm", "ema": 0.5}}}, "ema=0.5 is only used with method: loss_ratio"),
+    ({"student": {"spec": {}, "trust_remote_code": True}}, "trust_remote_code=True is only used to load student.model"),
+    ({"data": {"use_chat_template": False, "system_prompt": "Be brief."}}, "system_prompt='Be brief.' is only used"),
+    ({"teacher_cache": {"dir": "c", "top_k": 64}}, "top_k=64 is only used with logits: topk"),
+    ({"objectives": [{"name": "feature", "selector": "pca", "score": "sq_grad"}]}, "score='sq_grad' is only used"),
+    ({"objectives": [{"name": "feature", "selector": "none", "metric": "cka", "calibration_examples": 8}]},
+     "calibration_examples=8 is only used with selector flexkd, functional or pca"),
+    ({"objectives": [{"name": "feature", "off_diagonal": 0.1}]}, "off_diagonal=0.1 is only used"),
+    ({"objectives": [{"name": "attention", "relations": ["attention"], "relation_heads": 2}]},
+     "relation_heads=2 is only used with 'value' in relations"),
+])
+def test_a_key_the_config_would_not_read_is_refused(section, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_config(section)
+
+
+def test_keys_left_at_their_defaults_are_accepted_and_a_resolved_config_loads_again(tmp_path):
+    config = build_config({"eval": {"generate": False}, "objectives": "projection",
+                           "train": {"weighting": {"method": "loss_ratio"}}})
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_student_spec_arch_builds_that_architecture():
+    from transformers import LlamaConfig
+    from lmdistill.models.loading import student_from_spec
+    from types import SimpleNamespace
+    spec = build_config({"student": {"spec": {"arch": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 2}}})
+    tokenizer = SimpleNamespace(bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    model = student_from_spec(spec.student.spec, SimpleNamespace(vocab_size=40), tokenizer)
+    assert type(model.config) is LlamaConfig and model.config.hidden_size == 32

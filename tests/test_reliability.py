@@ -95,6 +95,27 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_clear_error(tmp_path, word_data
     assert _tensorboard_writers() == writers  # and the metrics logger is closed
 
 
+def test_a_run_that_fails_releases_what_it_opened(tmp_path, word_data, monkeypatch):
+    """The accelerator's process group (multi-process runs) and the metrics logger are released on an error,
+    also when it comes before training starts (here: resuming from an unreadable checkpoint)."""
+    from accelerate import Accelerator
+    from lmdistill.train import loop
+    ended = []
+    monkeypatch.setattr(Accelerator, "end_training", lambda self: ended.append(True))
+    config = build_config(tiny_config(tmp_path / "run", word_data, objectives="sft", train={"steps": 2}))
+    train(config, stop_at=1, log=lambda *_: None)
+    assert ended == [True]
+
+    def unreadable(*_args):
+        raise OSError("checkpoint unreadable")
+    monkeypatch.setattr(loop, "load_checkpoint", unreadable)
+    writers = _tensorboard_writers()
+    with pytest.raises(OSError, match="checkpoint unreadable"):
+        train(config, resume=True, log=lambda *_: None)
+    assert ended == [True, True]
+    assert _tensorboard_writers() == writers
+
+
 def _tensorboard_writers():
     return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
 

@@ -74,6 +74,8 @@ def test_stale_artifact_is_refused(tmp_path, word_data):
     more_data = build_config(feature_config(tmp_path / "d", word_data, selection_file=shared, calibration_examples=20))
     with pytest.raises(UserError, match="calibration data"):
         train(more_data, log=lambda *_: None)
+    for refused in "bcd":  # each was refused before it wrote anything
+        assert not (tmp_path / refused).exists()
 
 
 def test_model_fingerprint_sees_a_changed_weight():

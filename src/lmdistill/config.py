@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from lmdistill.errors import UserError, did_you_mean
 from lmdistill.io import atomic_write_text
-from lmdistill.objectives import ObjectiveParams, objective_params_class
+from lmdistill.objectives import ObjectiveParams, labels_of, objective_params_class
 from lmdistill.objectives.presets import expand_preset
+from lmdistill.unused import refuse_unused
 
 
 class Strict(BaseModel):
@@ -82,6 +83,11 @@ class CacheSettings(Strict):
     hidden_dtype: Literal["float16", "float32"] = Field("float16", description="storage of the hidden states the "
                                                         "feature and lens objectives read")
 
+    @model_validator(mode="after")
+    def _used(self):
+        refuse_unused(self, [("top_k", self.logits == "topk", "with logits: topk")])
+        return self
+
 
 class TeacherCacheConfig(CacheSettings):
     """Compute the teacher once over the training set and train from the stored outputs."""
@@ -106,12 +112,18 @@ class StudentConfig(Strict):
         if sum(source is not None for source in (self.model, self.spec, self.from_teacher)) != 1:
             raise ValueError("give exactly one of student.model (a pretrained model), student.spec (a fresh one) "
                              "or student.from_teacher (cut from the teacher)")
+        loads = self.model is not None
+        refuse_unused(self, [("revision", loads, "to load student.model"),
+                             ("trust_remote_code", loads, "to load student.model")])
         return self
 
 
+DEFAULT_DATA = "define-word"
+
+
 class DataConfig(Strict):
-    builtin: str | None = Field("define-word", description="built-in dataset name; null to use train/dev/test paths")
-    train: str | None = None
+    builtin: str | None = Field(None, description=f"built-in dataset name; {DEFAULT_DATA} when no data.train is given")
+    train: str | None = Field(None, description="JSONL file of {prompt, response} records (instead of data.builtin)")
     dev: str | None = None
     test: str | None = None
     task: Literal["auto", "generation", "classification"] = "auto"
@@ -119,6 +131,25 @@ class DataConfig(Strict):
     system_prompt: str | None = Field("You are a helpful assistant.", description="null keeps the chat template's own default")
     max_length: int = Field(256, ge=8)
     max_train_examples: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        files = {k: getattr(self, k) for k in ("train", "dev", "test") if getattr(self, k) is not None}
+        if self.builtin is not None and files:
+            named = ", ".join(f"data.{k}={v}" for k, v in files.items())
+            raise ValueError(f"both data.builtin={self.builtin} and {named} are given; set data.builtin: null to use "
+                             f"your files, or remove the files to use the built-in set")
+        if self.builtin is None and self.train is None:
+            if files:
+                raise ValueError(f"data.{next(iter(files))} is given without data.train; add data.train (a JSONL file "
+                                 f"of {{prompt, response}} records)")
+            if "builtin" in self.model_fields_set:  # an explicit null: no data source at all
+                raise ValueError("data.builtin is null and data.train is not set; give a built-in dataset name or "
+                                 "data.train (a JSONL file)")
+            self.builtin = DEFAULT_DATA
+        refuse_unused(self, [("system_prompt", self.use_chat_template or self.system_prompt is None,
+                              "with use_chat_template: true")])
+        return self
 
 
 class WeightingConfig(Strict):
@@ -133,6 +164,14 @@ class WeightingConfig(Strict):
     alpha: float = Field(0.0, ge=0, description="gradnorm: GradNorm's asymmetry; 0 equalises gradient norms, > 0 gives "
                          "more weight to components whose loss has fallen less since the start")
     ema: float = Field(0.9, ge=0, lt=1, description="loss_ratio: decay of each component's loss average")
+
+    @model_validator(mode="after")
+    def _used(self):
+        refuse_unused(self, [("every", self.method == "gradnorm", "with method: gradnorm"),
+                             ("alpha", self.method == "gradnorm", "with method: gradnorm"),
+                             ("ema", self.method == "loss_ratio", "with method: loss_ratio"),
+                             ("rate", self.method != "fixed", "with method: loss_ratio or gradnorm")])
+        return self
 
 
 class TrainConfig(Strict):
@@ -169,6 +208,17 @@ class EvalConfig(Strict):
     teacher: bool = Field(True, description="also evaluate the teacher, for reference")
     baselines: bool = Field(True, description="generate with the teacher and score the trivial baselines beside the "
                             "student (compare computes these once per task and turns this off in its cells)")
+
+    @model_validator(mode="after")
+    def _used(self):
+        sampling = self.generate and self.do_sample
+        refuse_unused(self, [("max_new_tokens", self.generate, "with generate: true"),
+                             ("do_sample", self.generate, "with generate: true"),
+                             ("temperature", sampling, "with generate: true and do_sample: true"),
+                             ("top_p", sampling, "with generate: true and do_sample: true"),
+                             ("seeds", sampling, "with generate: true and do_sample: true (greedy decoding "
+                                                 "draws no random numbers)")])
+        return self
 
 
 def _default_objectives():
@@ -212,9 +262,21 @@ class Config(Strict):
         return built
 
     @model_validator(mode="after")
-    def _data_source(self):
-        if self.data.builtin is None and self.data.train is None:
-            raise ValueError("data: give data.builtin (a built-in dataset) or data.train (a JSONL path)")
+    def _some_objective_on(self):
+        """At every step some objective's schedule must be on, or there would be nothing to train."""
+        labels = labels_of(self.objectives)
+        for step in range(self.train.steps):
+            if not any(o.schedule.factor(step, self.train.steps) > 0 for o in self.objectives):
+                raise ValueError(f"at step {step + 1} every objective ({', '.join(labels)}) is switched off by its "
+                                 f"schedule; let one objective's schedule start at step 0 (schedule.start_step) and "
+                                 f"not decay to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _eval_split_given(self):
+        if self.data.builtin is None and getattr(self.data, self.eval.split) is None:
+            raise ValueError(f"eval.split is {self.eval.split} but data.{self.eval.split} is not set; give "
+                             f"data.{self.eval.split} (a JSONL file) or set eval.split to a split you have")
         return self
 
 
@@ -294,11 +356,11 @@ def apply_overrides(data, overrides):
 
 def _one_line(error: ValidationError, prefix=""):
     first = error.errors()[0]
-    where = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "config"
+    where = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]])
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     shown = f" (got {got!r})" if first["type"] != "value_error" and not isinstance(got, (dict, list)) else ""
-    return f"config: {where}: {msg}{shown}"
+    return f"config: {where}: {msg}{shown}" if where else f"config: {msg}{shown}"
 
 
 def build_config(data: dict[str, Any]) -> Config:

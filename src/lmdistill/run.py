@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmdistill import data
 from lmdistill.build import build_parts, wrap
 from lmdistill.config import build_config, read_yaml, save_config
 from lmdistill.errors import UserError
@@ -98,8 +99,24 @@ def make_accelerator(config):
 
 def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     """Train a student as the config says; returns the final evaluation result (None when stopped early)."""
-    from lmdistill.train.loop import Trainer
     accelerator = make_accelerator(config)
+    try:
+        return _train(config, accelerator, resume, overwrite, stop_at, log)
+    finally:
+        accelerator.end_training()  # a multi-process run's process group is destroyed also on an error
+
+
+def _check_before_output(parts, run_dir, log):
+    """What a user can fix and only the built models can tell: checked before the run writes anything."""
+    log(f"data: {data.describe(parts.config.data, parts.splits)}")
+    for split in parts.splits.values():
+        log(f"{split.name}: {split.stats.summary(parts.config.data.max_length)}")
+    for objective in parts.objectives:
+        objective.check(parts.teacher, parts.splits["train"].examples, run_dir)
+
+
+def _train(config, accelerator, resume, overwrite, stop_at, log):
+    from lmdistill.train.loop import Trainer
     if not accelerator.is_main_process:
         log = lambda *_: None  # noqa: E731
     run_dir = _prepare_run_dir(config, resume, overwrite)
@@ -110,8 +127,7 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
     seed_everything(config.seed)
     started = time.time()
     parts = build_parts(config, log=log)
-    for split in parts.splits.values():
-        log(f"{split.name}: {split.stats.summary(config.data.max_length)}")
+    _check_before_output(parts, run_dir, log)
     accelerator.wait_for_everyone()  # every process has checked run_dir before the main one writes to it
     if accelerator.is_main_process:
         if overwrite and not resume:
@@ -130,12 +146,19 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
         f"{sum(p.numel() for p in parts.teacher.parameters()) / 1e6:.1f}M; {config.train.steps} steps")
     train_start = time.time()
     history = trainer.fit(stop_at)
-    train_seconds = time.time() - train_start
     if trainer.step < config.train.steps:
         log(f"stopped at step {trainer.step}; continue with --resume")
         return None
     if not accelerator.is_main_process:
         return None
+    return _finish(parts, trainer, teacher, run_dir, history, (started, train_start, time.time()), log)
+
+
+def _finish(parts, trainer, teacher, run_dir, history, times, log):
+    """Save the student, evaluate it and write eval.json and report.md beside it."""
+    config, accelerator, n_params = parts.config, trainer.accelerator, sum(p.numel() for p in parts.student.parameters())
+    started, train_start, train_end = times
+    train_seconds = train_end - train_start
     with atomic_dir(run_dir / "student") as tmp:
         trainer.unwrapped.lm.save_pretrained(tmp, safe_serialization=True)
         parts.tokenizer.save_pretrained(tmp)
@@ -144,6 +167,7 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
              f"{np.mean(history[:10]):.3f} -> {np.mean(history[-10:]):.3f}" if history else "resumed at the end",
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
              "peak memory": peak_memory(), "student parameters": f"{n_params / 1e6:.1f}M",
+             "data": data.describe(config.data, parts.splits),
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
              "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher is not teacher
              else "online", "command": command_line()}
@@ -190,6 +214,8 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     data = apply_overrides(read_yaml(run_dir / "config.yaml"), overrides)
     config = build_config(data)
     split = split or config.eval.split
+    if data.split_path(config.data, split) is None:
+        raise UserError(f"the run's config gives no data.{split}; pass --set data.{split}=FILE.jsonl or another --split")
     student_path = student or run_dir / "student"
     if not Path(student_path).exists():
         raise UserError(f"no student at {student_path}; finish training first or pass --student")
@@ -198,7 +224,7 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     student_lm, teacher = wrap(parts)
     result = evaluate(parts, student_lm, teacher, split, log=log)
     result["provenance"] = provenance_record(exclude=[run_dir])
-    facts = {"student": str(student_path), "command": command_line(), "wall time": f"{time.time() - started:.0f} s",
+    facts = {"student": str(student_path), "data": data.describe(config.data, parts.splits), "command": command_line(), "wall time": f"{time.time() - started:.0f} s",
              "peak memory": peak_memory(), "code": commit_text(result["provenance"]["git"])}
     write_results(run_dir, result, facts, log, f"eval-{split}.json", f"eval-{split}.md")
     return result

@@ -7,7 +7,7 @@ from lmdistill.data.encode import EncodeStats, Example, encode
 from lmdistill.data.jsonl import read_records
 
 __all__ = ["IGNORE", "BatchOrder", "calibration_batches", "collate", "in_batches", "token_batches", "Example",
-           "EncodeStats", "encode", "read_records", "split_path", "load_split", "task_kind"]
+           "EncodeStats", "encode", "read_records", "split_path", "load_split", "task_kind", "describe"]
 
 
 def split_path(cfg, split):
@@ -15,6 +15,15 @@ def split_path(cfg, split):
     if cfg.builtin is not None:
         return builtin_split(cfg.builtin, split)
     return getattr(cfg, split)
+
+
+def describe(cfg, splits):
+    """Where a run's data comes from and how many examples each loaded split has, in one line."""
+    if cfg.builtin is not None:
+        return f"built-in '{cfg.builtin}': " + ", ".join(f"{s.name} {len(s.examples)}" for s in splits.values()) \
+            + " examples"
+    return "files: " + ", ".join(f"{s.name} {split_path(cfg, s.name)} ({len(s.examples)} examples)"
+                                 for s in splits.values())
 
 
 @dataclass

@@ -47,6 +47,10 @@ def render(tokenizer, prompt, response, cfg):
 
 def encode(records, tokenizer, cfg):
     """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported."""
+    default_system = type(cfg).model_fields["system_prompt"].default
+    if cfg.use_chat_template and not uses_chat_template(tokenizer, cfg) and cfg.system_prompt not in (None, default_system):
+        raise UserError("data.system_prompt is set but the teacher's tokenizer has no chat template to put it in; "
+                        "remove data.system_prompt (prompts are then used as plain text)")
     rendered = [render(tokenizer, r["prompt"], r["response"], cfg) for r in records]
     chat = uses_chat_template(tokenizer, cfg)
     prompts = tokenizer([p for p, _ in rendered], add_special_tokens=not chat)["input_ids"]

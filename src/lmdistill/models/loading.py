@@ -64,11 +64,17 @@ def load_teacher(cfg):
     return model, load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)
 
 
+def _config_class(arch):
+    """The transformers config class of a fresh student's architecture (student.spec.arch)."""
+    import transformers
+    return {"llama": transformers.LlamaConfig}[arch]
+
+
 def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
-    """A fresh llama student sharing the teacher's tokenizer (and embedding row count)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    """A fresh student of spec.arch sharing the teacher's tokenizer (and embedding row count)."""
+    from transformers import AutoModelForCausalLM
     intermediate = spec.intermediate_size or 64 * math.ceil(spec.hidden_size * 8 / 3 / 64)
-    config = LlamaConfig(
+    config = _config_class(spec.arch)(
         vocab_size=teacher_config.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=intermediate,

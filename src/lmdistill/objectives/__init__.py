@@ -9,7 +9,14 @@ from lmdistill.objectives.base import OBJECTIVES, Objective, ObjectiveParams, ob
 # Importing the modules fills the registry.
 from lmdistill.objectives import attention, ce, dkd, feature, lens, logit_kd  # noqa: E402,F401
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveParams", "objective_params_class", "register", "build_objectives"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveParams", "objective_params_class", "register", "build_objectives",
+           "labels_of"]
+
+
+def labels_of(objectives):
+    """A unique log name per objective (or its params): its name, numbered when it appears more than once."""
+    names = [o.name for o in objectives]
+    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
 
 
 def build_objectives(params_list, context):

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 from lmdistill.divergences import kl_terms
 from lmdistill.errors import UserError
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
+from lmdistill.unused import refuse_unused
 
 RELATIONS = ("attention", "value")
 
@@ -57,6 +58,10 @@ class AttentionParams(PairParams):
             raise ValueError("relations: list each of 'attention' and 'value' at most once")
         if not any(self.relation_weight(r) > 0 for r in self.relations):
             raise ValueError("every listed relation has weight 0 (attention_weight, value_weight)")
+        value = "value" in self.relations
+        refuse_unused(self, [("attention_weight", "attention" in self.relations, "with 'attention' in relations"),
+                             ("value_weight", value, "with 'value' in relations"),
+                             ("relation_heads", value, "with 'value' in relations")])
         return self
 
     def relation_weight(self, relation):

@@ -72,6 +72,10 @@ class Objective:
         """Extra parameters this objective trains (e.g. a projector); saved beside, never inside, the student."""
         return []
 
+    def check(self, teacher, examples, run_dir=None):
+        """Raise UserError for a problem with what prepare() will read (e.g. a stale file the user named);
+        called before a run writes anything."""
+
     def prepare(self, teacher, examples, pad_id, log=print, run_dir=None):
         """Work done once before training with the frozen teacher (e.g. a feature selection); files it
         writes go under run_dir."""

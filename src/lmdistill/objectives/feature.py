@@ -23,6 +23,7 @@ from lmdistill.errors import UserError
 from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
+from lmdistill.unused import refuse_unused
 
 
 class FeatureParams(PairParams):
@@ -50,6 +51,16 @@ class FeatureParams(PairParams):
             raise ValueError("contrastive_level applies to metric contrastive only")
         if (self.selector == "none") != (self.metric == "cka"):
             raise ValueError("metric cka compares full widths: use it with selector none (and only then)")
+        selects, calibrates = self.selector not in ("projection", "none"), self.selector in ("flexkd", "functional", "pca")
+        contrastive = self.metric == "contrastive"
+        refuse_unused(self, [("score", self.selector == "flexkd", "with selector: flexkd"),
+                             ("pairing", self.selector == "flexkd", "with selector: flexkd"),
+                             ("calibration_examples", calibrates, "with selector flexkd, functional or pca"),
+                             ("seed", self.selector in ("random", "projection"), "with selector random or projection"),
+                             ("selection_file", selects, "with selector flexkd, functional, pca or random"),
+                             ("off_diagonal", self.metric == "cross_correlation", "with metric: cross_correlation"),
+                             ("contrastive_temperature", contrastive, "with metric: contrastive"),
+                             ("negatives", contrastive, "with metric: contrastive")])
         return self
 
 
@@ -150,6 +161,24 @@ class FeatureKD(LayerPairs, Objective):
         if self.params.selector != "random" and (replacing or not png.exists()):  # else: a file that is not ours
             artifact.plot(png, selections, named)
 
+    def _stored(self, teacher, calibration, path):
+        """(selections, metadata) of a matching artifact at `path`, None when there is none; UserError when it is
+        stale or lacks one of this objective's layers."""
+        if path is None or not path.is_file():
+            return None
+        selections, found = artifact.load(path)
+        artifact.require_match(path, found, self.selection_metadata(teacher, calibration))
+        missing = set(self.teacher_layers()) - set(selections)
+        if missing:
+            raise UserError(f"selection for teacher layers {sorted(missing)} is missing from {path}; "
+                            f"recompute it with `lmdistill select CONFIG`")
+        return selections, found
+
+    def check(self, teacher, examples, run_dir=None):
+        """A selection_file the user named must match this run; checked before the run writes anything."""
+        if self.needs_selection() and self.params.selection_file:
+            self._stored(teacher, self.calibration(examples), self.selection_path(run_dir))
+
     def prepare(self, teacher, examples, pad_id, log=print, run_dir=None):
         """Compute the selections from the teacher on calibration examples (once, before training), or reuse
         a matching artifact; a new one is written to selection_path(run_dir)."""
@@ -157,16 +186,12 @@ class FeatureKD(LayerPairs, Objective):
             return
         calibration = self.calibration(examples)
         path = self.selection_path(run_dir) if run_dir is not None or self.params.selection_file else None
-        if path is not None and path.is_file():
-            selections, found = artifact.load(path)
-            artifact.require_match(path, found, self.selection_metadata(teacher, calibration))
+        stored = self._stored(teacher, calibration, path)
+        if stored is not None:
+            selections, found = stored
             log(f"feature: reusing the {found['selector']} selection in {path}")
         else:
             selections, _ = self.select(teacher, calibration, pad_id, path, log)
-        missing = set(self.teacher_layers()) - set(selections)
-        if missing:
-            raise UserError(f"selection for teacher layers {sorted(missing)} is missing from {path}; "
-                            f"recompute it with `lmdistill select CONFIG`")
         device = next(teacher.parameters()).device
         self.selections = {t: selections[t].to(device) for t in self.teacher_layers()}
 

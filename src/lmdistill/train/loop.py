@@ -13,17 +13,12 @@ from tqdm.auto import tqdm
 
 from lmdistill.data import IGNORE, BatchOrder, collate
 from lmdistill.errors import UserError
+from lmdistill.objectives import labels_of
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
 from lmdistill.train.weighting import Weighting
-
-
-def labels_of(objectives):
-    """A unique log name per objective: its name, numbered when it appears more than once."""
-    names = [o.name for o in objectives]
-    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
 
 
 def make_optimizer(parameters, cfg):
@@ -38,14 +33,6 @@ def captures(objectives, role):
     """The layers whose attention logits / value projections some objective needs from `role`'s model."""
     return {f"{kind}_layers": sorted({l for o in objectives for l in getattr(o, f"{role}_{kind}_layers")()})
             for kind in ("attention", "value")}
-
-
-def check_some_objective_on(weighting, labels):
-    """UserError if at some step every objective's schedule is 0 (there would be nothing to train)."""
-    for step in range(weighting.total):
-        if not any(weighting.on(step)):
-            raise UserError(f"at step {step + 1} every objective ({', '.join(labels)}) is switched off by its schedule; "
-                            f"let one objective's schedule start at step 0 (schedule.start_step) and not decay to 0")
 
 
 class Trainer:
@@ -75,10 +62,8 @@ class Trainer:
         self.pad = parts.tokenizer.pad_token_id
         self.order = BatchOrder(len(parts.splits["train"].examples), self.cfg.batch_size, self.cfg.grad_accum,
                                 parts.config.seed, accelerator.num_processes, accelerator.process_index)
-        self.logger = MetricsLogger(self.run_dir, accelerator.is_main_process)
         self.weighting = Weighting(self.cfg.weighting, [o.weight for o in self.objectives],
                                    [o.params.schedule for o in self.objectives], self.cfg.steps)
-        check_some_objective_on(self.weighting, self.labels)
         self.step = 0
         self.bad_in_a_row = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.skipped = 0
@@ -219,6 +204,7 @@ class Trainer:
                    mininterval=1.0, desc="train")
         self.window_tokens, self.window_start = 0, time.time()
         history = []
+        self.logger = MetricsLogger(self.run_dir, acc.is_main_process)  # opened here: fit() closes it on any exit
         try:
             with self._sigint_saves(), bar:  # (closing the bar on an error puts the error message on its own line)
                 while self.step < last and not self._interrupt_requested():
