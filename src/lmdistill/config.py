@@ -211,13 +211,10 @@ class EvalConfig(Strict):
 
     @model_validator(mode="after")
     def _used(self):
-        sampling = self.generate and self.do_sample
-        refuse_unused(self, [("max_new_tokens", self.generate, "with generate: true"),
-                             ("do_sample", self.generate, "with generate: true"),
-                             ("temperature", sampling, "with generate: true and do_sample: true"),
-                             ("top_p", sampling, "with generate: true and do_sample: true"),
-                             ("seeds", sampling, "with generate: true and do_sample: true (greedy decoding "
-                                                 "draws no random numbers)")])
+        sampling = self.do_sample or not self.generate  # generate: false switches all of these off at once
+        refuse_unused(self, [("temperature", sampling, "with do_sample: true"),
+                             ("top_p", sampling, "with do_sample: true"),
+                             ("seeds", sampling, "with do_sample: true (greedy decoding draws no random numbers)")])
         return self
 
 

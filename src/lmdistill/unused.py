@@ -1,5 +1,9 @@
 """Refuse a key that a user set but that the rest of their config makes meaningless: an accepted key is
-either honoured or refused, never silently ignored."""
+either honoured or refused, never silently ignored.
+
+Settings under a switch the user turned off (eval.generate: false, train.eval_every: 0) are not refused: turning a
+feature off keeps its settings for when it is turned on again, and nobody expects them to act meanwhile. What is
+refused is a key the user may believe acts, e.g. a sampling temperature with greedy decoding."""
 
 
 def refuse_unused(model, rules):

@@ -27,6 +27,15 @@ def _source(name):
     return (str(path) if path.is_dir() else name), None
 
 
+def _hub_source(name, revision):
+    """_source(name), refusing a revision for a model that is not read from the hub (it would be ignored)."""
+    source, gguf = _source(name)
+    if revision is not None and (gguf is not None or Path(source).is_dir()):
+        raise UserError(f"revision '{revision}' is set for '{name}', which is a local model, not a hub id; remove "
+                        f"the revision (it only selects a version of a hub model)")
+    return source, gguf
+
+
 def _load_error(name, error):
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return UserError(f"could not load model '{name}': {first} (a hub id needs network access; "
@@ -35,7 +44,7 @@ def _load_error(name, error):
 
 def load_tokenizer(name, revision=None, trust_remote_code=False):
     from transformers import AutoTokenizer
-    source, gguf = _source(name)
+    source, gguf = _hub_source(name, revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf, revision=revision,
                                                   trust_remote_code=trust_remote_code)
@@ -48,7 +57,7 @@ def load_tokenizer(name, revision=None, trust_remote_code=False):
 
 def load_model(name, dtype="float32", revision=None, trust_remote_code=False):
     from transformers import AutoModelForCausalLM
-    source, gguf = _source(name)
+    source, gguf = _hub_source(name, revision)
     try:
         return AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=DTYPES[dtype], revision=revision,
                                                     trust_remote_code=trust_remote_code)
