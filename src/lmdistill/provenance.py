@@ -44,7 +44,7 @@ def kernels(device):
 def command_line():
     """The command that is running, to be written beside its results."""
     program = {"lmdistill": "lmdistill", "__main__.py": "python -m lmdistill"}.get(Path(sys.argv[0]).name, sys.argv[0])
-    return " ".join([program, shlex.join(sys.argv[1:])])
+    return " ".join(filter(None, [program, shlex.join(sys.argv[1:])]))
 
 
 def _git(root, *args):

@@ -27,8 +27,8 @@ class LensParams(DivergenceParams, PairParams):
     final_norm: bool = Field(True, description="apply each model's final norm before its LM head (the canonical "
                              "logit lens, our default); false feeds the raw residual stream to the head, as "
                              "DistillLens's reference code does. On SmolLM2 the raw intermediate states are 2-10x the "
-                             "norm of the final one, their lens is near one-hot on wrong tokens, and a raw lens loss "
-                             "stayed saturated at ln 2 through training (README)")
+                             "norm of the final one and their lens is near one-hot on wrong tokens "
+                             "(benchmarks/results/lens_quality)")
     chunk_size: int = Field(64, gt=0, description="positions per chunk (all pairs' rows together): each chunk holds "
                             "~8 [chunk x vocab] float32 buffers. 64 keeps the lens's peak memory within 1.2x plain "
                             "KD at SmolLM2's vocabulary (benchmarks/step.py); larger chunks suit GPUs")
