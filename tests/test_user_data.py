@@ -54,8 +54,8 @@ def test_a_run_trains_and_evaluates_on_the_users_files(tmp_path, user_files):
     files, splits = user_files
     config = build_config(tiny_config(tmp_path / "run", files, data={"builtin": None, **files},
                                       train={"steps": 2},
-                                      eval={"generate": True, "max_new_tokens": 4, "baselines": False, "max_examples": 10,
-                                            "teacher": False}))
+                                      eval={"generate": True, "max_new_tokens": 4, "baselines": False,
+                                            "max_examples": 10, "teacher": False}))
     parts = build_parts(config, log=lambda *_: None)
     assert {name: split.records for name, split in parts.splits.items()} == splits
     lines = []
@@ -67,6 +67,8 @@ def test_a_run_trains_and_evaluates_on_the_users_files(tmp_path, user_files):
     assert f"data: {said}" in lines
     report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
     assert f"- data: {said}" in report
+    models = "teacher smollm2-135m-instruct (float32); student fresh llama 2 layers x 64 wide (float32)"
+    assert f"models: {models}" in lines and f"- models: {models}" in report
     assert json.loads((tmp_path / "run" / "eval.json").read_text(encoding="utf-8"))["facts"]["data"] == said
 
 

@@ -106,8 +106,22 @@ def train(config, resume=False, overwrite=False, stop_at=None, log=print):
         accelerator.end_training()  # a multi-process run's process group is destroyed also on an error
 
 
+def models_line(config):
+    """Which teacher and student a run uses, in one line."""
+    student = config.student
+    if student.model is not None:
+        made = f"pretrained {student.model}"
+    elif student.spec is not None:
+        spec = student.spec
+        made = f"fresh {spec.arch} {spec.num_layers} layers x {spec.hidden_size} wide"
+    else:
+        made = f"cut from the teacher ({student.from_teacher.importance} importance)"
+    return f"teacher {config.teacher.model} ({config.teacher.dtype}); student {made} ({student.dtype})"
+
+
 def _check_before_output(parts, run_dir, log):
     """What a user can fix and only the built models can tell: checked before the run writes anything."""
+    log(f"models: {models_line(parts.config)}")
     log(f"data: {data.describe(parts.config.data, parts.splits)}")
     for split in parts.splits.values():
         log(f"{split.name}: {split.stats.summary(parts.config.data.max_length)}")
@@ -167,7 +181,7 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log):
              f"{np.mean(history[:10]):.3f} -> {np.mean(history[-10:]):.3f}" if history else "resumed at the end",
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
              "peak memory": peak_memory(), "student parameters": f"{n_params / 1e6:.1f}M",
-             "data": data.describe(config.data, parts.splits),
+             "models": models_line(config), "data": data.describe(config.data, parts.splits),
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
              "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher is not teacher
              else "online", "command": command_line()}
