@@ -67,7 +67,8 @@ def test_a_run_trains_and_evaluates_on_the_users_files(tmp_path, user_files):
     assert f"data: {said}" in lines
     report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
     assert f"- data: {said}" in report
-    models = "teacher smollm2-135m-instruct (float32); student fresh llama 2 layers x 64 wide (float32)"
+    models = ("teacher smollm2-135m-instruct (built-in: SmolLM2-135M-Instruct.Q4_1.gguf dequantised) (float32); "
+              "student fresh llama 2 layers x 64 wide (float32)")
     assert f"models: {models}" in lines and f"- models: {models}" in report
     assert json.loads((tmp_path / "run" / "eval.json").read_text(encoding="utf-8"))["facts"]["data"] == said
 

@@ -15,6 +15,7 @@ from lmdistill.errors import UserError
 from lmdistill.eval.report import render_report
 from lmdistill.eval.run import evaluate
 from lmdistill.io import atomic_dir, atomic_write_json, atomic_write_text
+from lmdistill.models.builtin import BUILTIN
 from lmdistill.provenance import command_line, commit_text, machine
 from lmdistill.provenance import record as provenance_record
 
@@ -116,7 +117,10 @@ def models_line(config):
         made = f"fresh {spec.arch} {spec.num_layers} layers x {spec.hidden_size} wide"
     else:
         made = f"cut from the teacher ({student.from_teacher.importance} importance)"
-    return f"teacher {config.teacher.model} ({config.teacher.dtype}); student {made} ({student.dtype})"
+    teacher = config.teacher.model
+    if teacher in BUILTIN:
+        teacher += f" (built-in: {BUILTIN[teacher]['file']} dequantised)"
+    return f"teacher {teacher} ({config.teacher.dtype}); student {made} ({student.dtype})"
 
 
 def _check_before_output(parts, run_dir, log):
