@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo) train exactly like one process with the same global batch."""
+"""Two CPU processes (torchrun, gloo) train like one process with the same global batch, to float32 rounding."""
 import json
 import shutil
 import subprocess
@@ -11,8 +11,12 @@ import yaml
 from safetensors.torch import load_file
 
 from lmdistill.config import build_config
+from lmdistill.models import load_teacher
 from lmdistill.run import train
 from conftest import tiny_config
+from tolerance import TINY_STUDENT, adam_update_norm_tol, training_terms, typical
+
+pytestmark = pytest.mark.numerical
 
 
 def launch_command(launcher):
@@ -42,13 +46,22 @@ def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher, sing
     path.write_text(yaml.safe_dump(double))
     done = subprocess.run([*launch_command(launcher), "train", str(path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    a, b = load_file(tmp_path / "one/student/model.safetensors"), load_file(tmp_path / "two/student/model.safetensors")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
-    for one in (tmp_path / "one/checkpoints/step-000004").glob("objective-*.safetensors"):  # the projector
-        a, b = load_file(one), load_file(tmp_path / "two/checkpoints/step-000004" / one.name)
+    # The two runs sum the same terms in other orders (batch shapes of 2 vs 4, a gloo all-reduce): gradients and
+    # losses agree to float32 rounding of the teacher's and student's passes (tolerance.py: training_terms), and
+    # AdamW turns that into weights equal to within adam_update_norm_tol per tensor. A real fault (gradients not
+    # averaged over processes, a wrong token count) moves weights by a sizeable fraction of their update.
+    cfg = build_config(single)
+    teacher = load_teacher(cfg.teacher)[0]
+    rel = typical(training_terms(teacher.config, TINY_STUDENT, cfg.data.max_length, teacher.config.vocab_size,
+                                 cfg.train.steps))
+    saved = ["student/model.safetensors"] + [p.relative_to(tmp_path / "one") for p in  # and the projector
+                                             (tmp_path / "one/checkpoints/step-000004").glob("objective-*.safetensors")]
+    for name in saved:
+        a, b = load_file(tmp_path / "one" / name), load_file(tmp_path / "two" / name)
+        assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+            tol = adam_update_norm_tol(a[key].numel(), cfg.train.lr, cfg.train.steps, rel)
+            assert (a[key] - b[key]).norm().item() <= tol, (key, (a[key] - b[key]).norm().item(), tol)
     losses = [[json.loads(l)["loss"] for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l]
               for run in ("one", "two")]
-    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=rel, abs=0)
