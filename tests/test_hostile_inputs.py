@@ -127,7 +127,7 @@ CASES = {
         "teacher layer 99 does not exist"),
     "teacher cache dir is not a cache": (lambda tmp, wd: _cache_in_a_users_dir(tmp), "is not a teacher cache"),
     "a built-in set and files both named": (lambda tmp, wd: {"data": {"builtin": "spam"}},
-                                            f"both data.builtin=spam and data.train="),
+                                            "both data.builtin=spam and data.train="),
     "every objective off at some step": (lambda tmp, wd: {"objectives": [{"name": "ce", "schedule": {
         "start_step": 0, "decay": "linear", "end_step": 3}}]}, "at step 4 every objective (ce) is switched off"),
     "a key the config would not read": (lambda tmp, wd: {"train": {"weighting": {"ema": 0.5}}},

@@ -2,15 +2,13 @@
 
 Unknown keys are rejected before pydantic sees them, so the error can name the nearest valid key.
 """
-import types
-import typing
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from lmdistill.errors import UserError, did_you_mean
+from lmdistill.config_keys import check_keys, one_line, read_yaml, set_path
+from lmdistill.errors import UserError
 from lmdistill.io import atomic_write_text
 from lmdistill.objectives import ObjectiveParams, labels_of, objective_params_class
 from lmdistill.objectives.presets import expand_preset
@@ -255,7 +253,7 @@ class Config(Strict):
             try:
                 built.append(params_cls(**entry))
             except ValidationError as e:
-                raise UserError(_one_line(e, f"objectives[{i}]")) from None
+                raise UserError(one_line(e, f"objectives[{i}]")) from None
         return built
 
     @model_validator(mode="after")
@@ -277,64 +275,6 @@ class Config(Strict):
         return self
 
 
-def _model_class(annotation):
-    """The BaseModel class inside an annotation like `X`, `X | None`, `Optional[X]`, or None."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _model_class(arg)
-            if found:
-                return found
-    return None
-
-
-def _list_item_class(annotation):
-    """X for an annotation like `list[X]` or `list[X] | None` with X a BaseModel, else None."""
-    candidates = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else (annotation,)
-    for candidate in candidates:
-        if typing.get_origin(candidate) is list:
-            return _model_class(typing.get_args(candidate)[0])
-    return None
-
-
-def check_keys(model_cls, data, where=""):
-    """Raise UserError on the first key that `model_cls` does not have, suggesting the nearest one."""
-    if not isinstance(data, dict):
-        return
-    fields = model_cls.model_fields
-    for key, value in data.items():
-        if key not in fields:
-            raise UserError(f"config: unknown key '{where}{key}'{did_you_mean(key, fields)}")
-        sub = _model_class(fields[key].annotation)
-        if sub is not None:
-            check_keys(sub, value, f"{where}{key}.")
-        item = _list_item_class(fields[key].annotation)
-        if item is not None and isinstance(value, list):
-            for i, entry in enumerate(value):
-                check_keys(item, entry, f"{where}{key}[{i}].")
-
-
-def _set_path(data, dotted, value):
-    keys = dotted.split(".")
-    node = data
-    for i, key in enumerate(keys):
-        last = i == len(keys) - 1
-        if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                raise UserError(f"--set {dotted}: '{key}' is not an index of a list of {len(node)}")
-            key = int(key)
-        elif not isinstance(node, dict):
-            raise UserError(f"--set {dotted}: '{'.'.join(keys[:i])}' is not a section")
-        if last:
-            node[key] = value
-        else:
-            if isinstance(node, dict) and node.get(key) is None:
-                node[key] = [] if key == "objectives" else {}
-            node = node[key]
-
-
 def apply_overrides(data, overrides):
     """Apply `section.key=value` strings; values are parsed as YAML (so 3, 1e-4, true, [1,2] work)."""
     for item in overrides:
@@ -347,17 +287,8 @@ def apply_overrides(data, overrides):
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        _set_path(data, dotted.strip(), value)
+        set_path(data, dotted.strip(), value)
     return data
-
-
-def _one_line(error: ValidationError, prefix=""):
-    first = error.errors()[0]
-    where = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]])
-    msg = first["msg"].removeprefix("Value error, ")
-    got = first.get("input")
-    shown = f" (got {got!r})" if first["type"] != "value_error" and not isinstance(got, (dict, list)) else ""
-    return f"config: {where}: {msg}{shown}" if where else f"config: {msg}{shown}"
 
 
 def build_config(data: dict[str, Any]) -> Config:
@@ -365,24 +296,7 @@ def build_config(data: dict[str, Any]) -> Config:
     try:
         return Config(**data)
     except ValidationError as e:
-        raise UserError(_one_line(e)) from None
-
-
-def read_yaml(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"config file {path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path}: top level must be a mapping of sections")
-    return data
+        raise UserError(one_line(e)) from None
 
 
 def load_config(path=None, overrides=()) -> Config:

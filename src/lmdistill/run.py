@@ -10,7 +10,8 @@ import torch
 
 from lmdistill import data
 from lmdistill.build import build_parts, wrap
-from lmdistill.config import build_config, read_yaml, save_config
+from lmdistill.config import build_config, save_config
+from lmdistill.config_keys import read_yaml
 from lmdistill.errors import UserError
 from lmdistill.eval.report import render_report
 from lmdistill.eval.run import evaluate

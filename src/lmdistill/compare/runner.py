@@ -12,7 +12,8 @@ from lmdistill import provenance
 from lmdistill.compare.grid import cells
 from lmdistill.compare.report import write_report
 from lmdistill.compare.schema import load_compare
-from lmdistill.config import read_yaml, save_config
+from lmdistill.config import save_config
+from lmdistill.config_keys import read_yaml
 from lmdistill.errors import UserError
 from lmdistill.io import atomic_write_json, atomic_write_text
 

@@ -4,7 +4,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from lmdistill.config import CacheSettings, Strict, _one_line, check_keys, read_yaml
+from lmdistill.config import CacheSettings, Strict
+from lmdistill.config_keys import check_keys, one_line, read_yaml
 from lmdistill.errors import UserError, did_you_mean
 
 # Keys a compare file sets per cell, so the base config must not.
@@ -89,7 +90,7 @@ def load_compare(path, quick=False):
     try:
         config = CompareConfig(**data)
     except ValidationError as e:
-        raise UserError(_one_line(e).replace("config: ", f"{path}: ", 1)) from None
+        raise UserError(one_line(e).replace("config: ", f"{path}: ", 1)) from None
     if config.base_file:
         base_path = Path(path).parent / config.base_file
         config.base = deep_merge(read_yaml(base_path), config.base)
