@@ -15,6 +15,8 @@ from lmdistill.models.prune import cut, kept_layers, prune_teacher
 from lmdistill.run import train
 from conftest import tiny_config
 
+pytestmark = pytest.mark.numerical
+
 
 @pytest.fixture(scope="module")
 def teacher():
@@ -153,5 +155,20 @@ def test_a_width_transformers_cannot_save_is_refused_before_any_output(tmp_path,
     student = {"from_teacher": {"hidden_size": 256, "calibration_examples": 16}, "spec": None}
     config = build_config(tiny_config(tmp_path / "run", word_data, student=student))
     with pytest.raises(UserError, match="hidden_size 256: transformers cannot save.*give a multiple of 9, e.g. 252 or 261"):
+        train(config, log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_objectives_are_checked_against_the_cut_student_before_the_calibration_pass(tmp_path, word_data, monkeypatch):
+    from lmdistill.models import prune
+
+    def no_pass(*_args):
+        raise AssertionError("the calibration pass ran before the objectives were checked")
+    monkeypatch.setattr(prune, "importance", no_pass)
+    student = {"from_teacher": {"layers": 4, "hidden_size": 252}, "spec": None}
+    objectives = [{"name": "ce"}, {"name": "feature", "selector": "none", "metric": "cka", "layers": [[30, 5]]}]
+    config = build_config(tiny_config(tmp_path / "run", word_data, student=student, objectives=objectives))
+    with pytest.raises(UserError, match="student layer 5 does not exist; hidden_states indices run from 0 "
+                                        r"\(embeddings\) to 4"):
         train(config, log=lambda *_: None)
     assert not (tmp_path / "run").exists()

@@ -27,10 +27,11 @@ class Parts:
     objectives: list
 
 
-def _check_layers(objectives, teacher, student):
+def _check_layers(objectives, teacher_config, student_config):
     for obj in objectives:
-        for role, model, layers in (("teacher", teacher, obj.teacher_layers()), ("student", student, obj.student_layers())):
-            n = model.config.num_hidden_layers
+        for role, config, layers in (("teacher", teacher_config, obj.teacher_layers()),
+                                     ("student", student_config, obj.student_layers())):
+            n = config.num_hidden_layers
             for layer in layers:
                 if not 0 <= layer <= n:
                     raise UserError(f"objective '{obj.name}': {role} layer {layer} does not exist; "
@@ -50,6 +51,12 @@ def build_parts(config, splits=("train", "dev", "test"), student_path=None, log=
         if split is not None:
             loaded[name] = split
     teacher, tokenizer = load_teacher(config.teacher)
+    if student_path is None and config.student.from_teacher is not None:  # objectives checked before the cut
+        from lmdistill.models.prune import planned
+        _, _, student_config = planned(config.student.from_teacher, teacher)
+        planned_objectives = build_objectives(config.objectives, ObjectiveContext(teacher.config, student_config,
+                                                                                  teacher.config.vocab_size))
+        _check_layers(planned_objectives, teacher.config, student_config)
     if student_path is not None:
         student, student_tokenizer = load_model(student_path), load_tokenizer(student_path)
     else:
@@ -58,7 +65,7 @@ def build_parts(config, splits=("train", "dev", "test"), student_path=None, log=
     vocab = shared_vocab_size(teacher, student, tokenizer, student_tokenizer)
     context = ObjectiveContext(teacher.config, student.config, vocab)
     objectives = build_objectives(config.objectives, context)
-    _check_layers(objectives, teacher, student)
+    _check_layers(objectives, teacher.config, student.config)
     train_records = loaded["train"].records if "train" in loaded else data.read_records(data.split_path(cfg, "train"))
     return Parts(config, teacher, student, tokenizer, vocab, data.task_kind(cfg, train_records), loaded, objectives)
 

@@ -181,8 +181,9 @@ def count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def prune_teacher(spec, teacher, examples, pad_id, dtype=torch.float32, log=print):
-    """Build the student that `spec` (a config FromTeacher) describes from the frozen teacher."""
+def planned(spec, teacher):
+    """(spec with its hidden_size filled in, kept layers, the student's config): everything about the student
+    that does not need the calibration pass, checked before it runs."""
     check_architecture(teacher)
     n_layers, d = teacher.config.num_hidden_layers, teacher.config.hidden_size
     heads = teacher.config.num_attention_heads
@@ -191,7 +192,15 @@ def prune_teacher(spec, teacher, examples, pad_id, dtype=torch.float32, log=prin
         raise UserError(f"student.from_teacher.hidden_size {spec.hidden_size} is larger than the teacher's hidden "
                         f"size {d}; give at most {d}")
     keep = kept_layers(spec.layers, n_layers)
-    check_savable(student_config(teacher.config, keep, spec.hidden_size, tied=False))
+    config = student_config(teacher.config, keep, spec.hidden_size, tied=False)
+    check_savable(config)
+    return spec, keep, config
+
+
+def prune_teacher(spec, teacher, examples, pad_id, dtype=torch.float32, log=print):
+    """Build the student that `spec` (a config FromTeacher) describes from the frozen teacher."""
+    spec, keep, _ = planned(spec, teacher)
+    n_layers, d = teacher.config.num_hidden_layers, teacher.config.hidden_size
     calibration = examples[:spec.calibration_examples]
     if not calibration:
         raise UserError("student.from_teacher needs training examples to score dimensions; give data.train")
