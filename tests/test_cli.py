@@ -79,6 +79,13 @@ def test_train_then_eval_through_the_cli(tmp_path, capsys, word_data):
     main(["eval", str(tmp_path / "run"), "--split", "dev", "--set", "eval.max_examples=3"])
     out = capsys.readouterr().out
     assert "| student |" in out and (tmp_path / "run/eval-dev.json").is_file()
+    assert f"- data: files: train {word_data['train']} (96 examples), dev {word_data['dev']} (8 examples)" in out
+    written = sorted(p.name for p in (tmp_path / "run").iterdir())
+    (tmp_path / "run/config.yaml").write_text((tmp_path / "run/config.yaml").read_text().replace(
+        f"dev: {word_data['dev']}", "dev: null"))
+    assert_one_line_error(*run_cli(["eval", str(tmp_path / "run"), "--split", "dev"], capsys),
+                          "the run's config gives no data.dev; pass --set data.dev=FILE.jsonl or another --split")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == written
 
 
 def test_info_prints_model_and_layer_map(capsys):

@@ -230,8 +230,7 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the run_dir of `lmdistill train`")
-    data = apply_overrides(read_yaml(run_dir / "config.yaml"), overrides)
-    config = build_config(data)
+    config = build_config(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
     split = split or config.eval.split
     if data.split_path(config.data, split) is None:
         raise UserError(f"the run's config gives no data.{split}; pass --set data.{split}=FILE.jsonl or another --split")
@@ -243,7 +242,8 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     student_lm, teacher = wrap(parts)
     result = evaluate(parts, student_lm, teacher, split, log=log)
     result["provenance"] = provenance_record(exclude=[run_dir])
-    facts = {"student": str(student_path), "data": data.describe(config.data, parts.splits), "command": command_line(), "wall time": f"{time.time() - started:.0f} s",
-             "peak memory": peak_memory(), "code": commit_text(result["provenance"]["git"])}
+    facts = {"student": str(student_path), "data": data.describe(config.data, parts.splits),
+             "command": command_line(), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory(),
+             "code": commit_text(result["provenance"]["git"])}
     write_results(run_dir, result, facts, log, f"eval-{split}.json", f"eval-{split}.md")
     return result
