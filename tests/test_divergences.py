@@ -9,7 +9,7 @@ from lmdistill import divergences as D
 from divergence_reference import reference
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
 
 
 CASES = [

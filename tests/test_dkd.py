@@ -7,7 +7,7 @@ import torch
 from lmdistill.forward import ModelOutputs
 from lmdistill.objectives.dkd import DecoupledKD, DKDParams, dkd_per_position
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
 
 
 def brute_force(s, t, targets, alpha, beta, temperature):

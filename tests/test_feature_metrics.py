@@ -4,6 +4,8 @@ import torch
 
 from lmdistill.features import metrics
 
+pytestmark = pytest.mark.numerical
+
 
 def _standard(x):
     m = sum(x[i] for i in range(len(x))) / len(x)

@@ -10,6 +10,8 @@ from lmdistill.layermap import layer_pairs
 from lmdistill.run import train
 from conftest import tiny_config
 
+pytestmark = pytest.mark.numerical
+
 
 def test_layer_pairs():
     assert layer_pairs("last", 30, 6) == [(30, 6)]

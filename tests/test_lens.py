@@ -14,7 +14,7 @@ from lmdistill.forward import ResponseLM, final_norm
 from lmdistill.objectives import build_objectives
 from divergence_reference import per_position
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
 
 
 # -----------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Selectors recover the coordinates a model's output depends on; gradient scores match finite differences."""
+import pytest
 import torch
 import torch.nn.functional as F
 
 from lmdistill.features import selectors
+
+pytestmark = pytest.mark.numerical
 
 D, K = 32, 4
 KNOWN = torch.tensor([3, 11, 17, 29])

@@ -11,6 +11,7 @@ from lmdistill.run import train
 from lmdistill.train.schedule import WeightSchedule
 from lmdistill.train.weighting import Weighting
 from conftest import tiny_config
+from tolerance import TINY_STUDENT, training_terms, typical
 
 
 def weighting(method, n=2, **cfg):
@@ -96,6 +97,7 @@ def _records(run_dir):
     return [json.loads(l) for l in open(run_dir / "metrics.jsonl") if json.loads(l)["kind"] == "train"]
 
 
+@pytest.mark.numerical
 def test_gradnorm_measurement_matches_separate_backward_passes(tmp_path, word_data):
     """After a measurement with rate 1, weight x gradient norm (each measured by its own backward pass at the
     parameters both objectives reach) is the same for CE and KD."""
@@ -117,7 +119,9 @@ def test_gradnorm_measurement_matches_separate_backward_passes(tmp_path, word_da
         (objective.loss(s, t, batch) / len(s.targets)).backward()
         norms.append(math.sqrt(sum(p.grad.double().pow(2).sum().item() for p in student.parameters())))
     contributions = [w * g for w, g in zip(trainer.weighting.weights(0), norms)]
-    assert contributions[0] == pytest.approx(contributions[1], rel=1e-4)
+    # the trainer's measurement and these passes round differently (float32 of one step: tolerance.py)
+    rel = typical(training_terms(parts.teacher.config, TINY_STUDENT, config.data.max_length, parts.vocab_size, 1))
+    assert contributions[0] == pytest.approx(contributions[1], rel=rel)
     assert abs(math.log(norms[0] / norms[1])) > 0.1  # not equal by accident
 
 
