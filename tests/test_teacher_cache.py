@@ -217,8 +217,8 @@ def test_training_from_a_full_cache_equals_online(tmp_path, word_data, teacher_a
     losses = {}
     for cache in (False, True):
         run = "cache" if cache else "online"
-        extra = {"teacher_cache": {"dir": str(tmp_path / "teacher-cache"), "logits": mode, "top_k": VOCAB,
-                                   "hidden_dtype": "float32"}} if cache else {}
+        extra = {"teacher_cache": {"dir": str(tmp_path / "teacher-cache"), "logits": mode, "hidden_dtype": "float32",
+                                   **({"top_k": VOCAB} if mode == "topk" else {})}} if cache else {}
         config = build_config({**tiny_config(tmp_path / run, word_data), "objectives": objectives, **extra})
         result = train(config, log=lambda *_: None)
         losses[run] = [json.loads(l) for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l]
