@@ -79,3 +79,14 @@ def student_shape(hidden_size, num_layers, num_heads):
 
 
 TINY_STUDENT = student_shape(64, 2, 2)
+
+
+def divergence_terms(vocab, positions=1):
+    """Roundings behind a divergence between two softmaxes over `vocab` entries, summed or averaged over
+    `positions`: a log-softmax on each side (vocab + 2 each; its absolute error (vocab + 2) EPS in a log-probability
+    is a relative error in the probability), the sum over vocab of probability-weighted log-ratios (vocab) and the
+    sum over positions. The magnitude is that of the terms, per position
+    sum_v (p_v + q_v)(1 + |log p_v| + |log q_v|) (`tests/test_divergences.magnitudes`), >= the divergence itself;
+    for a gradient entry, the same with p_v + q_v for the sum (each entry is made of p_v, q_v times log-ratios and
+    the row's divergence), over the number of positions and the temperature."""
+    return 3 * vocab + positions + 4
