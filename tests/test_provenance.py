@@ -66,6 +66,8 @@ def test_record_has_every_field(monkeypatch):
     for name in ("torch", "transformers", "accelerate", "python"):
         assert rec["versions"][name], name
     assert "cpu_capability" in rec["kernels"] and "CPUs" in rec["machine"]
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")  # a setting that moves the kernels is recorded
+    assert provenance.record()["kernels"]["MKL_ENABLE_INSTRUCTIONS"] == "SSE4_2"
     assert rec["command"] == "benchmarks/x.py --steps 3"
     assert rec["date_utc"].endswith("Z")
     text = provenance.summary(rec)

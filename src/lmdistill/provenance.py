@@ -16,6 +16,7 @@ SOURCE_DIR = Path(__file__).resolve().parent  # the lmdistill package that is ru
 # Set by `lmdistill compare` for its cells' processes: the grid's directory, whose other cells are being written and
 # are not uncommitted changes to the code (os.pathsep-separated paths).
 RESULTS_DIR_ENV = "LMDISTILL_RESULTS_DIR"
+KERNEL_SETTINGS = ("MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS")
 
 
 def machine(device, processes=1):
@@ -38,7 +39,9 @@ def kernels(device):
     if device.type == "cuda":
         return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                 "capability": ".".join(map(str, torch.cuda.get_device_capability(device)))}
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    # settings that move MKL's or PyTorch's kernels, and so the rounding of every result
+    chosen = {name: os.environ[name] for name in KERNEL_SETTINGS if name in os.environ}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), **chosen}
 
 
 def command_line():
@@ -53,8 +56,8 @@ def _git(root, *args):
 
 def git_state(root=SOURCE_DIR, exclude=()):
     """The commit checked out at `root` and whether the tree is clean (`git status --porcelain` prints nothing).
-    Paths under `exclude` (absolute or relative to the working directory, e.g. the result's own output directory, which the run is
-    writing) do not make the tree dirty. Outside a git checkout (an installed wheel) commit and clean are None."""
+    Paths under `exclude` (absolute or relative to the working directory, e.g. the result's own output directory,
+    which the run is writing) do not make the tree dirty. Outside a git checkout (an installed wheel) commit and clean are None."""
     try:
         head = _git(root, "rev-parse", "HEAD")
         top = _git(root, "rev-parse", "--show-toplevel")
