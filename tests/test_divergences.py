@@ -7,7 +7,7 @@ import torch
 
 from lmdistill import divergences as D
 from divergence_reference import reference
-from tolerance import EPS32, EPS64, divergence_terms, worst
+from tolerance import EPS32, EPS64, divergence_magnitudes as magnitudes, divergence_terms, worst
 
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
@@ -61,24 +61,6 @@ def reference_value_and_grad(name, s, t, mask=None, temperature=1.0, **params):
     out = reference(name, s64, t.detach().double(), mask, temperature, **params)
     out.backward()
     return out.detach(), s64.grad
-
-
-def magnitudes(s, t, mask=None, temperature=1.0, mean=True):
-    """The sizes tolerance.divergence_terms asks for, from float64 probabilities of the masked positions:
-    M = max over positions of m = sum_v (p_v + q_v)(1 + |log p_v| + |log q_v|) and 1 (>= the sum of |terms| of
-    every divergence here: KL terms, log-mixtures between log p and log q, TVD's |p - q|; and the weight of a
-    log-probability's absolute error), and for each gradient entry (p_v + q_v)(1 + |log p_v| + |log q_v| + m) / T,
-    over the number of positions for a mean (the sizes of the terms the entry is made of: q_v times log-ratios and
-    the row's divergence, p_v), 0 at masked-out positions. A -inf teacher logit has p_v = 0: its |log p_v| is 0."""
-    s, t = s.double() / temperature, t.double() / temperature
-    keep = torch.ones(s.shape[:-1], dtype=torch.bool) if mask is None else mask
-    lp, lq = t[keep].log_softmax(-1), s[keep].log_softmax(-1)
-    p, q = lp.exp(), lq.exp()
-    size = 1 + lq.abs() + torch.where(p > 0, lp.abs(), 0.0)
-    m = ((p + q) * size).sum(-1)
-    sizes = torch.zeros_like(s)
-    sizes[keep] = (p + q) * (size + m[:, None]) / (temperature * (p.shape[0] if mean else 1))
-    return max(1.0, m.max().item()), sizes
 
 
 def assert_value_close(val, ref, magnitude, positions, vocab=V, eps=EPS32):

@@ -46,7 +46,8 @@ def llama_terms(config, seq_len, layers=None, vocab=None):
     (RMSNorm, attention, gated MLP), plus the final norm, LM head and a log-softmax over `vocab` when given.
     Per layer: RMSNorm (hidden), q/k/v projection (hidden), q.k (head_dim), softmax and attention x V (seq_len
     each), o_proj (hidden), residual add, RMSNorm (hidden), gate/up (hidden), down (intermediate), residual add."""
-    hidden, head_dim = config.hidden_size, config.hidden_size // config.num_attention_heads
+    hidden = config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
     per_layer = 5 * hidden + head_dim + 2 * seq_len + config.intermediate_size + 2
     n = per_layer * (config.num_hidden_layers if layers is None else layers)
     if vocab is not None:
@@ -86,7 +87,26 @@ def divergence_terms(vocab, positions=1):
     `positions`: a log-softmax on each side (vocab + 2 each; its absolute error (vocab + 2) EPS in a log-probability
     is a relative error in the probability), the sum over vocab of probability-weighted log-ratios (vocab) and the
     sum over positions. The magnitude is that of the terms, per position
-    sum_v (p_v + q_v)(1 + |log p_v| + |log q_v|) (`tests/test_divergences.magnitudes`), >= the divergence itself;
+    sum_v (p_v + q_v)(1 + |log p_v| + |log q_v|) (`divergence_magnitudes`), >= the divergence itself;
     for a gradient entry, the same with p_v + q_v for the sum (each entry is made of p_v, q_v times log-ratios and
     the row's divergence), over the number of positions and the temperature."""
     return 3 * vocab + positions + 4
+
+
+def divergence_magnitudes(s, t, mask=None, temperature=1.0, mean=True):
+    """The sizes divergence_terms asks for, from float64 probabilities of the masked positions:
+    M = max over positions of m = sum_v (p_v + q_v)(1 + |log p_v| + |log q_v|) and 1 (>= the sum of |terms| of
+    every divergence in lmdistill.divergences: KL terms, log-mixtures between log p and log q, TVD's |p - q|; and the weight of a
+    log-probability's absolute error), and for each gradient entry (p_v + q_v)(1 + |log p_v| + |log q_v| + m) / T,
+    over the number of positions for a mean (the sizes of the terms the entry is made of: q_v times log-ratios and
+    the row's divergence, p_v), 0 at masked-out positions. A -inf teacher logit has p_v = 0: its |log p_v| is 0."""
+    import torch
+    s, t = s.double() / temperature, t.double() / temperature
+    keep = torch.ones(s.shape[:-1], dtype=torch.bool) if mask is None else mask
+    lp, lq = t[keep].log_softmax(-1), s[keep].log_softmax(-1)
+    p, q = lp.exp(), lq.exp()
+    size = 1 + lq.abs() + torch.where(p > 0, lp.abs(), 0.0)
+    m = ((p + q) * size).sum(-1)
+    sizes = torch.zeros_like(s)
+    sizes[keep] = (p + q) * (size + m[:, None]) / (temperature * (p.shape[0] if mean else 1))
+    return max(1.0, m.max().item()), sizes
