@@ -48,7 +48,8 @@ def render(tokenizer, prompt, response, cfg):
 def encode(records, tokenizer, cfg):
     """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported."""
     default_system = type(cfg).model_fields["system_prompt"].default
-    if cfg.use_chat_template and not uses_chat_template(tokenizer, cfg) and cfg.system_prompt not in (None, default_system):
+    no_template = cfg.use_chat_template and not uses_chat_template(tokenizer, cfg)
+    if no_template and cfg.system_prompt not in (None, default_system):
         raise UserError("data.system_prompt is set but the teacher's tokenizer has no chat template to put it in; "
                         "remove data.system_prompt (prompts are then used as plain text)")
     rendered = [render(tokenizer, r["prompt"], r["response"], cfg) for r in records]

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from lmdistill.data import IGNORE, BatchOrder, collate
 from lmdistill.errors import UserError
-from lmdistill.objectives import labels_of
 from lmdistill.eval.teacher_forced import teacher_forced
+from lmdistill.objectives import labels_of
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
