@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 
 from common import header, provenance, write_provenance
-from lmdistill import teacher_cache
 from lmdistill.build import ObjectiveContext, build_parts
 from lmdistill.config import CacheSettings, Config, load_config
 from lmdistill.data import collate
-from lmdistill.forward import OnlineTeacher, ResponseLM
+from lmdistill.teachers import OnlineTeacher, ResponseLM, response_positions
+from lmdistill.teachers.cache import load_or_build
+from lmdistill.teachers.cached import CachedTeacher
 from lmdistill.models import load_model
 from lmdistill.objectives import build_objectives
+from lmdistill.objectives.needs import union
 
 KD = {"name": "logit_kd"}
 OBJECTIVES = {
@@ -45,12 +47,12 @@ OBJECTIVES = {
 STUDENT = "benchmarks/results/methods-quick/cells/define-word/kd-fkl/seed0/student"
 
 
-def loss_and_grad(objective, student, teacher, batches, layers):
+def loss_and_grad(objective, student, teacher, batches):
     student.zero_grad(set_to_none=True)
-    total = 0.0
+    total, needs = 0.0, objective.needs()
     for batch in batches:
-        s = student(batch["input_ids"], batch["attention_mask"], batch["labels"], objective.student_layers())
-        loss = objective.loss(s, teacher(batch, layers), batch)
+        s = student(batch["input_ids"], batch["attention_mask"], batch["labels"], needs.student)
+        loss = objective.loss(s, teacher(batch, needs.teacher), batch)
         loss.backward()
         total += loss.item()
     grad = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
@@ -80,22 +82,22 @@ def main():
     objectives = dict(zip(OBJECTIVES, build_objectives(specs, context)))
     for o in objectives.values():
         o.prepare(parts.teacher, examples, parts.tokenizer.pad_token_id, log=lambda *_: None, run_dir=out / "work")
-    layers = sorted({l for o in objectives.values() for l in o.teacher_layers()})
+    layers = union(o.needs() for o in objectives.values()).teacher.hidden
     student = ResponseLM(parts.student, parts.vocab_size)
     online = OnlineTeacher(parts.teacher, parts.vocab_size)
-    reference = {name: loss_and_grad(o, student, online, batches, o.teacher_layers()) for name, o in objectives.items()}
+    reference = {name: loss_and_grad(o, student, online, batches) for name, o in objectives.items()}
     settings = {"head": CacheSettings(logits="head")}
     settings.update({f"k={k}": CacheSettings(logits="topk", top_k=k) for k in args.top_k})
     settings[f"k={max(args.top_k)} float32"] = CacheSettings(logits="topk", top_k=max(args.top_k), hidden_dtype="float32")
     columns, passes = {}, {}
     for label, setting in settings.items():
         path = out / "work" / ("cache-" + label.replace("=", "").replace(" ", "-"))
-        cache = teacher_cache.load_or_build(path, parts.teacher, parts.tokenizer, examples, parts.vocab_size, layers,
-                                            setting, log=lambda *_: None)
-        cached = teacher_cache.CachedTeacher(cache, parts.teacher)
+        cache = load_or_build(path, parts.teacher, parts.tokenizer, examples, parts.vocab_size, layers,
+                              setting, log=lambda *_: None)
+        cached = CachedTeacher(cache, parts.teacher)
         columns[label] = {}
         for name, o in objectives.items():
-            value, grad = loss_and_grad(o, student, cached, batches, o.teacher_layers())
+            value, grad = loss_and_grad(o, student, cached, batches)
             ref_value, ref_grad = reference[name]
             grad, ref_grad = grad.double(), ref_grad.double()
             columns[label][name] = (abs(value - ref_value) / abs(ref_value),
@@ -106,7 +108,7 @@ def main():
     timing = {label: statistics.median(t) / len(batches) for label, t in passes.items()}
     report = header("Teacher cache fidelity: each objective, cached teacher vs online", record)
     report += (f"Student: {student_note}; {len(batches) * 8} define-word training examples in batches of 8 "
-               f"({sum(int((b['labels'][:, 1:] != -100).sum()) for b in batches)} response positions). Cell: relative "
+               f"({sum(int(response_positions(b['labels']).sum()) for b in batches)} response positions). Cell: relative "
                f"loss difference / gradient cosine / relative gradient difference (gradient w.r.t. every student "
                f"parameter); cosine 1 and differences near 1e-7 mean float32 rounding. head: logits through the teacher's LM head from the stored final hidden state (float32); k=K: top-K log-probs + rest. Other hidden states float16 unless the column says float32.\n\n")
     names = list(settings)

@@ -74,15 +74,3 @@ def write_provenance(path, record):
 def header(title, record):
     """Title, then the code (commit, clean or not), versions, machine and kernels, command and date."""
     return f"# {title}\n\n{_provenance.summary(record)}\n\n"
-
-
-def rss_gib(field):
-    """VmRSS (now) or VmHWM (peak since the last reset_peak_rss) of this process in GiB, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss():
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM restarts from the current RSS

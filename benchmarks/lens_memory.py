@@ -15,7 +15,6 @@ Both compute the same loss and gradients; the script checks they agree.
 """
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,16 +24,9 @@ from pathlib import Path
 import torch
 
 from common import header, provenance, write_provenance
+from lmdistill.provenance import peak_memory_gib, reset_peak_memory, rss_gib
 
 VOCAB, D_TEACHER, D_STUDENT, PAIRS, BATCH, LENGTH = 49152, 576, 256, 5, 8, 128
-
-
-def rss_gib():
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**30
-
-
-def peak_rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def setup(device, seed=0):
@@ -93,12 +85,10 @@ def measure(mode, device, repeats, chunk_size):
 
     if device == "cuda":
         torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated() / 2**30
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        before = rss_gib()
+    before = torch.cuda.memory_allocated() / 2**30 if device == "cuda" else rss_gib()
+    reset_peak_memory(device)
     loss, first = step()
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else peak_rss_gib()) - before
+    peak = peak_memory_gib(device)["peak_gpu_gib" if device == "cuda" else "peak_rss_gib"] - before
     grads = [p.grad.double().norm().item() for p in params]
     times = [step()[1] for _ in range(repeats)]
     return {"mode": mode, "device": device, "chunk_size": chunk_size if mode == "chunked" else None, "loss": loss,

@@ -19,7 +19,8 @@ from common import header, provenance, write_provenance
 from lmdistill.build import build_parts
 from lmdistill.config import load_config
 from lmdistill.data import in_batches
-from lmdistill.forward import ResponseLM, lens_input, output_head
+from lmdistill.teachers import Request, ResponseLM
+from lmdistill.teachers.outputs import lens_input, output_head
 
 LAYERS = (5, 10, 15, 20, 25, 30)
 
@@ -36,7 +37,7 @@ def main():
     model = ResponseLM(teacher, parts.vocab_size)
     sums, tokens = {}, 0
     for batch in in_batches(parts.splits["dev"].examples[:args.examples], parts.tokenizer.pad_token_id, 16, "cpu"):
-        out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], LAYERS)
+        out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], Request(hidden=LAYERS))
         final = out.logits.float().log_softmax(-1)
         tokens += len(out.targets)
         for layer in LAYERS:

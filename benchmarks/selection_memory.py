@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import header, provenance, reset_peak_rss, rss_gib, write_provenance
+from common import header, provenance, write_provenance
+from lmdistill.provenance import peak_memory_gib, reset_peak_memory, rss_gib
 from lmdistill.data.batches import CALIBRATION_BATCH_TOKENS
 
 TASKS = {"define-word": [], "spam": ["data.builtin=spam", "data.max_length=384"]}
@@ -35,13 +36,13 @@ def measure(task, batching):
     batches = (in_batches(calibration, pad, int(size)) if kind == "examples" else
                token_batches(calibration, pad, int(size)))
     teacher = parts.teacher.requires_grad_(False)
-    reset_peak_rss()
-    before = rss_gib("VmRSS")
+    reset_peak_memory()
+    before = rss_gib()
     started = time.perf_counter()
     found = selectors.teacher_gradients(teacher, batches, feature.teacher_layers())
     chosen = {t: selectors.flexkd(g, h, feature.d_student).indices.tolist() for t, (g, h) in found.items()}
     seconds = time.perf_counter() - started
-    peak = rss_gib("VmHWM")
+    peak = peak_memory_gib()["peak_rss_gib"]
     lengths = [len(e.input_ids) for e in calibration]
     return {"task": task, "batching": batching, "examples": len(calibration),
             "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),

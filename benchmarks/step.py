@@ -36,7 +36,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import header, provenance, reset_peak_rss, rss_gib, write_provenance
+from common import header, provenance, write_provenance
+from lmdistill.data import IGNORE
+from lmdistill.provenance import peak_memory_gib, reset_peak_memory, rss_gib
+from lmdistill.teachers import response_positions
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {
@@ -98,7 +101,7 @@ class Floor:
     (teacher forward; student forward and backward), with no divergence."""
 
     def __init__(self, parts, batches, lens=False):
-        from lmdistill.forward import ResponseLM
+        from lmdistill.teachers import ResponseLM
         from lmdistill.train.loop import make_optimizer
         self.student = ResponseLM(copy.deepcopy(parts.student), parts.vocab_size).train()
         self.teacher = ResponseLM(parts.teacher, parts.vocab_size)
@@ -107,14 +110,15 @@ class Floor:
         self.pairs = lens_pairs(parts) if lens else []
 
     def step(self, k):
-        from lmdistill.forward import lens_input, lm_head_logits
+        from lmdistill.teachers import Request
+        from lmdistill.teachers.outputs import lens_input, lm_head_logits
         b = self.batches[k % len(self.batches)]
         args = b["input_ids"], b["attention_mask"], b["labels"]
         with torch.no_grad():
-            t = self.teacher(*args, tuple(t for t, _ in self.pairs))
+            t = self.teacher(*args, Request(hidden=tuple(t for t, _ in self.pairs)))
             if self.pairs:
                 lm_head_logits(t.lm, torch.cat([lens_input(t.lm, t.hidden[l], l, True) for l, _ in self.pairs]))
-        out = self.student(*args, tuple(s for _, s in self.pairs))
+        out = self.student(*args, Request(hidden=tuple(s for _, s in self.pairs)))
         loss = F.cross_entropy(out.logits, out.targets)
         if self.pairs:
             rows = torch.cat([lens_input(out.lm, out.hidden[l], l, True) for _, l in self.pairs])
@@ -143,12 +147,12 @@ class Ours:
 
     @staticmethod
     def _cache(parts, workdir):
-        from lmdistill import teacher_cache
         from lmdistill.config import CacheSettings
-        cache = teacher_cache.load_or_build(workdir / "cache", parts.teacher, parts.tokenizer,
-                                            parts.splits["train"].examples, parts.vocab_size, [],
-                                            CacheSettings(logits="head"), log=quiet)
-        return teacher_cache.CachedTeacher(cache, parts.teacher)
+        from lmdistill.teachers.cache import load_or_build
+        from lmdistill.teachers.cached import CachedTeacher
+        cache = load_or_build(workdir / "cache", parts.teacher, parts.tokenizer, parts.splits["train"].examples,
+                              parts.vocab_size, [], CacheSettings(logits="head"), log=quiet)
+        return CachedTeacher(cache, parts.teacher)
 
     def step(self, k):
         return self.trainer.train_step(k)[0]["loss"]
@@ -186,7 +190,7 @@ class TRL:
         from torch.nn.utils.rnn import pad_sequence
         prompts, completions = [], []
         for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
-            start = int((labels != -100).nonzero()[0])
+            start = int((labels != IGNORE).nonzero()[0])
             end = int(mask.sum())
             prompts.append(ids[:start])
             completions.append(ids[start:end])
@@ -200,7 +204,7 @@ class TRL:
     def step(self, k):
         t = self.trainer
         inputs = self.inputs[k % len(self.inputs)]
-        n = int(inputs["labels"][:, 1:].ne(-100).sum()) if self.kind == "trl-gkd" else inputs["num_items_in_batch"]
+        n = int(response_positions(inputs["labels"]).sum()) if self.kind == "trl-gkd" else inputs["num_items_in_batch"]
         with t.compute_loss_context_manager():
             loss = t.compute_loss(self.model, inputs, num_items_in_batch=n)
         t.accelerator.backward(loss)
@@ -289,14 +293,12 @@ def memory_of(args, mode, workdir):
     runner = make(mode, parts, batches, workdir)
     for k in range(2):
         runner.step(k)
-    before = rss_gib("VmRSS")
-    reset_peak_rss()
+    before = rss_gib()
+    reset_peak_memory()
     for k in range(2, 5):
         runner.step(k)
-    out = {"peak_rss_gib": rss_gib("VmHWM"), "step_increase_gib": rss_gib("VmHWM") - before}
-    if torch.cuda.is_available():
-        out["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return out
+    peak = peak_memory_gib()  # since the reset: these 3 steps
+    return {**peak, "step_increase_gib": peak["peak_rss_gib"] - before}
 
 
 def memory_modes(args, modes):

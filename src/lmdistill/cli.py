@@ -65,7 +65,13 @@ def cmd_prepare(args):
 def parser():
     p = argparse.ArgumentParser(prog="lmdistill", description="Distil a Hugging Face causal LM into a smaller student.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run_commands(sub)
+    add_other_commands(sub)
+    return p
 
+
+def add_run_commands(sub):
+    """train, select and eval: the jobs on one config."""
     t = sub.add_parser("train", help="train a student as CONFIG says, then evaluate it",
                        description="Train a student from a YAML config (see configs/demo.yaml), then evaluate it on "
                                    "the held-out split. Writes config.yaml, metrics.jsonl, tensorboard/, "
@@ -99,6 +105,9 @@ def parser():
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     e.set_defaults(func=cmd_eval)
 
+
+def add_other_commands(sub):
+    """compare (many configs), info and prepare."""
     c = sub.add_parser("compare", help="train and evaluate methods x seeds (x tasks), report paired differences",
                        description="Run the grid of a compare file (see benchmarks/methods.yaml): every method x seed "
                                    "(x task) over one teacher, student recipe and budget, paired by seed. The teacher "
@@ -127,7 +136,6 @@ def parser():
                         description="Convert built-in models to safetensors in $LMDISTILL_CACHE "
                                     "(default ~/.cache/lmdistill). Other commands do this on first use.")
     pr.set_defaults(func=cmd_prepare)
-    return p
 
 
 def quiet_libraries():

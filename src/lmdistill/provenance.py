@@ -1,9 +1,14 @@
 """Where a result comes from: the code (git commit, and whether the tree had uncommitted changes), the library
 versions, the machine, the command and the date. Written beside every benchmark and compare result, and into each
-run's eval.json, so a number can be traced to the code that produced it."""
+run's eval.json, so a number can be traced to the code that produced it. Also what a result was computed from and
+with: fingerprints of models, tokenizers and encoded data (caches and selection artifacts are bound to them), and
+the peak memory it took."""
 import datetime
+import hashlib
+import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -126,3 +131,80 @@ def summary(rec):
             f"machine: {rec['machine']}; kernels: "
             + ", ".join(f"{k} {val}" for k, val in rec["kernels"].items()) + "  \n"
             f"command: `{rec['command']}`; date: {rec['date_utc']}")
+
+
+def _status_gib(field):
+    """A memory field of /proc/self/status (Linux) in GiB, or None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def rss_gib():
+    """This process's resident memory now, in GiB (None off Linux)."""
+    return _status_gib("VmRSS")
+
+
+def reset_peak_memory(device=None):
+    """Make peak_memory_gib count from now: the peak RSS restarts from the current RSS (Linux; elsewhere it keeps
+    counting from the start of the process) and, on CUDA, the peak allocation from the current one."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gib(device=None):
+    """Peak resident memory of this process and, on CUDA, peak GPU allocation, in GiB, since the start of the process
+    or the last reset_peak_memory. The one measure of memory every run, report and benchmark uses."""
+    rss = _status_gib("VmHWM")
+    if rss is None:  # no /proc: the process's peak from the kernel's accounting
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out = {"peak_rss_gib": round(rss, 3)}
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    return out
+
+
+def peak_memory_text(peak=None):
+    """'1.53 GiB RSS' or '1.53 GiB RSS, 4.20 GiB GPU' (of peak_memory_gib's numbers, taken now by default)."""
+    peak = peak or peak_memory_gib()
+    return f"{peak['peak_rss_gib']:.2f} GiB RSS" + (f", {peak['peak_gpu_gib']:.2f} GiB GPU" if "peak_gpu_gib" in peak else "")
+
+
+def model_fingerprint(model):
+    """sha256 of the model's config (not its path) and a sample of every weight: a changed model or a
+    fine-tuned copy gets a new fingerprint, without hashing gigabytes."""
+    h = hashlib.sha256()
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, p in sorted(model.state_dict().items()):
+        flat = p.detach().reshape(-1)
+        sample = torch.cat([flat[:1024], flat[-1024:]]).float().cpu()
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer):
+    """sha256 of the vocabulary, the special tokens and the chat template."""
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    h.update(json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                         getattr(tokenizer, "chat_template", None)], default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(examples):
+    """sha256 of encoded examples: every token id and where each response starts."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(f"{e.n_prompt}:{','.join(map(str, e.input_ids))};".encode())
+    return h.hexdigest()[:16]

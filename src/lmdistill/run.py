@@ -1,6 +1,5 @@
 """The `train` and `eval` jobs: build parts, run, write outputs into the run directory."""
 import random
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -9,7 +8,7 @@ import numpy as np
 import torch
 
 from lmdistill import data
-from lmdistill.build import build_parts, wrap
+from lmdistill.build import build_parts, check_teacher, planned_objectives, wrap
 from lmdistill.config import build_config, save_config
 from lmdistill.config_keys import read_yaml
 from lmdistill.errors import UserError
@@ -17,7 +16,8 @@ from lmdistill.eval.report import render_report
 from lmdistill.eval.run import evaluate
 from lmdistill.io import atomic_dir, atomic_write_json, atomic_write_text
 from lmdistill.models.builtin import BUILTIN
-from lmdistill.provenance import command_line, commit_text, machine
+from lmdistill.objectives.needs import union
+from lmdistill.provenance import command_line, commit_text, machine, peak_memory_gib, peak_memory_text
 from lmdistill.provenance import record as provenance_record
 
 # Keys that may change when a run is resumed; anything else must match the saved config.
@@ -43,20 +43,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def peak_memory():
-    """Peak resident memory of this process (and GPU allocation, on CUDA), as text."""
-    peak = peak_memory_gib()
-    return f"{peak['peak_rss_gib']:.2f} GiB RSS" + (f", {peak['peak_gpu_gib']:.2f} GiB GPU" if "peak_gpu_gib" in peak else "")
-
-
-def peak_memory_gib():
-    """Peak resident memory of this process (and peak GPU allocation, on CUDA) in GiB, as numbers."""
-    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
-    if torch.cuda.is_available():
-        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    return out
 
 
 def _flatten(d, prefix=""):
@@ -140,9 +126,10 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
         log = lambda *_: None  # noqa: E731
     run_dir = _prepare_run_dir(config, resume, overwrite)
     if config.teacher_cache is not None:
-        from lmdistill import teacher_cache
-        teacher_cache.check_objectives(config.objectives)  # before any model is loaded
-        teacher_cache.check_dir(config.teacher_cache.dir)  # before anything is written
+        from lmdistill.teachers.cache import check_dir
+        from lmdistill.teachers.cached import CachedTeacher
+        check_teacher(CachedTeacher, planned_objectives(config))  # from the models' configs: before any model loads
+        check_dir(config.teacher_cache.dir)  # before anything is written
     seed_everything(config.seed)
     started = time.time()
     parts = build_parts(config, log=log)
@@ -157,7 +144,7 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     parts.teacher.to(accelerator.device)
     student_lm, teacher = wrap(parts)
     trainer = Trainer(parts, student_lm, teacher, accelerator, run_dir, log,
-                      train_teacher=cached_teacher(parts, accelerator, log))
+                      train_teacher=training_teacher(parts, accelerator, log))
     if resume:
         trainer.resume()
     n_params = sum(p.numel() for p in parts.student.parameters())
@@ -185,11 +172,11 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log):
     facts = {"steps": config.train.steps, "train loss (first -> last 10 steps)":
              f"{np.mean(history[:10]):.3f} -> {np.mean(history[-10:]):.3f}" if history else "resumed at the end",
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
-             "peak memory": peak_memory(), "student parameters": f"{n_params / 1e6:.1f}M",
+             "peak memory": peak_memory_text(), "student parameters": f"{n_params / 1e6:.1f}M",
              "models": models_line(config), "data": data.describe(config.data, parts.splits),
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
-             "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher is not teacher
-             else "online", "command": command_line()}
+             "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher.kind == "cache"
+             else trainer.train_teacher.kind, "command": command_line()}
     result["resources"] = {"train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
                            **peak_memory_gib(), "machine": machine(accelerator.device, accelerator.num_processes)}
     # the commit (clean or not), library versions, kernels, command and date this result comes from; the run's own
@@ -200,21 +187,15 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log):
     return result
 
 
-def cached_teacher(parts, accelerator, log=print):
-    """The teacher read from config.teacher_cache (built by the main process when missing or stale), or None."""
-    cfg = parts.config.teacher_cache
-    needed = {l for o in parts.objectives if o.needs_teacher for l in o.teacher_layers()}
-    if cfg is None or not any(o.needs_teacher for o in parts.objectives):  # e.g. SFT: nothing to read
+def training_teacher(parts, accelerator, log=print):
+    """The teacher read from config.teacher_cache (built by the main process when missing or stale), or None (the
+    online teacher trains)."""
+    cfg, needs = parts.config.teacher_cache, union(o.needs() for o in parts.objectives)
+    if cfg is None or needs.teacher is None:  # e.g. SFT: nothing to read
         return None
-    from lmdistill import teacher_cache
-    args = (cfg.dir, parts.teacher, parts.tokenizer, parts.splits["train"].examples, parts.vocab_size,
-            sorted(needed | set(cfg.layers)), cfg.settings())
-    if accelerator.is_main_process:
-        cache = teacher_cache.load_or_build(*args, log=log)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        cache = teacher_cache.load_or_build(*args, log=log, build_allowed=False)
-    return teacher_cache.CachedTeacher(cache, parts.teacher)
+    from lmdistill.teachers.cached import cached_teacher
+    return cached_teacher(cfg, parts.teacher, parts.tokenizer, parts.splits["train"].examples, parts.vocab_size,
+                          needs.teacher.hidden, accelerator.is_main_process, accelerator.wait_for_everyone, log)
 
 
 def write_results(run_dir, result, facts, log=print, json_name="eval.json", report_name="report.md"):
@@ -243,7 +224,7 @@ def evaluate_run(run_dir, overrides=(), student=None, split=None, log=print):
     result = evaluate(parts, student_lm, teacher, split, log=log)
     result["provenance"] = provenance_record(exclude=[run_dir])
     facts = {"student": str(student_path), "data": data.describe(config.data, parts.splits),
-             "command": command_line(), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory(),
+             "command": command_line(), "wall time": f"{time.time() - started:.0f} s", "peak memory": peak_memory_text(),
              "code": commit_text(result["provenance"]["git"])}
     write_results(run_dir, result, facts, log, f"eval-{split}.json", f"eval-{split}.md")
     return result

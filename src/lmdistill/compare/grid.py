@@ -5,7 +5,6 @@ from pathlib import Path
 from lmdistill.compare.schema import deep_merge
 from lmdistill.config import TeacherCacheConfig, build_config
 from lmdistill.errors import UserError
-from lmdistill.teacher_cache import uncacheable
 
 
 @dataclass
@@ -38,7 +37,7 @@ def task_config(compare, task, method, seed):
     try:
         config = build_config(data)
         # (a method with an objective the cache cannot serve, e.g. attention, runs the teacher online)
-        if compare.teacher == "cache" and not uncacheable(o.name for o in config.objectives):
+        if compare.teacher == "cache" and cache_serves(config):
             config.teacher_cache = TeacherCacheConfig(dir=str(root / "cache" / task), **compare.cache.model_dump())
     except UserError as e:
         raise UserError(f"task '{task}', method '{method}': {e}") from None
@@ -47,6 +46,15 @@ def task_config(compare, task, method, seed):
         if getattr(objective, "selector", None) not in (None, "projection", "none") and not objective.selection_file:
             objective.selection_file = str(root / "selections" / task / f"{method}-{i}.safetensors")
     return config
+
+
+def cache_serves(config):
+    """Whether the teacher cache can give every objective of `config` what it needs from the teacher (read from the
+    models' configs: nothing is loaded)."""
+    from lmdistill.build import planned_objectives
+    from lmdistill.teachers.cached import CachedTeacher
+    requests = [o.needs().teacher for o in planned_objectives(config)]
+    return not any(CachedTeacher.refuses(r) for r in requests if r is not None)
 
 
 def cells(compare):

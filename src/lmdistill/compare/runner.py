@@ -38,12 +38,9 @@ def reference_key(config):
 
 def prepare_task(compare, task, task_cells, log=print):
     """Build (or check) the task's teacher cache with every method's teacher layers, and evaluate the teacher and
-    the trivial baselines once. Returns the reference record."""
-    from lmdistill.build import ObjectiveContext, build_parts
-    from lmdistill.eval.run import held_out, reference_rows
-    from lmdistill.eval.teacher_forced import teacher_forced
-    from lmdistill.forward import ResponseLM
-    from lmdistill.objectives import build_objectives
+    the trivial baselines once. Returns the reference record. No student is built: what each method needs from the
+    teacher is read from its config (build.planned_objectives)."""
+    from lmdistill.build import teacher_parts
     root = Path(compare.run_dir)
     first = task_cells[0].config
     ref_path = root / "reference" / f"{task}.json"
@@ -51,40 +48,53 @@ def prepare_task(compare, task, task_cells, log=print):
     if reference is not None and reference.get("key") != reference_key(first):
         reference = None
     cached = [cell for cell in task_cells if cell.config.teacher_cache is not None]  # not attention methods
-    needs_cache = bool(cached)
-    if reference is not None and not needs_cache:
+    if reference is not None and not cached:
         return reference
-    split = first.eval.split
-    parts = build_parts(first, splits=("train", split), log=lambda *_: None)
-    if needs_cache:
-        from lmdistill import teacher_cache
-        context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
-        layers = sorted({layer for cell in cached if cell.seed == cached[0].seed
-                         for o in build_objectives(cell.config.objectives, context) if o.needs_teacher
-                         for layer in o.teacher_layers()})
-        started = time.time()
-        cache = teacher_cache.load_or_build(cached[0].config.teacher_cache.dir, parts.teacher, parts.tokenizer,
-                                            parts.splits["train"].examples, parts.vocab_size, layers,
-                                            compare.cache, log=log)
-        size = sum(f["bytes"] for f in cache.manifest["files"].values())
-        log(f"{task}: teacher cache ready in {time.time() - started:.0f} s ({size / 2**20:.0f} MiB)")
+    parts = teacher_parts(first, splits=("train", first.eval.split))
+    if cached:
+        build_task_cache(compare, task, parts, cached, log)
     if reference is None:
-        log(f"{task}: evaluating the teacher and the trivial baselines on {split}")
-        examples = held_out(parts, split)
-        forced = teacher_forced(ResponseLM(parts.teacher, parts.vocab_size), None, examples, first.eval.batch_size,
-                                parts.tokenizer.pad_token_id)
-        rows = {"teacher": {"ce": forced["ce"]}}
-        if first.eval.generate:
-            generated, _ = reference_rows(parts, parts.teacher, split, log=log)
-            rows["teacher"].update(generated.pop("teacher"))
-            rows.update(generated)
-        reference = {"key": reference_key(first), "split": split, "examples": len(examples),
-                     "response_tokens": forced["tokens"], "task_kind": parts.task, "rows": rows,
-                     "provenance": provenance.record(exclude=[root])}
+        reference = reference_record(task, parts, first, root, log)
         atomic_write_json(ref_path, reference)
     del parts
     gc.collect()
     return reference
+
+
+def build_task_cache(compare, task, parts, cached, log=print):
+    """The task's teacher cache, holding every cached method's teacher layers (one seed's cells name them all)."""
+    from lmdistill.build import planned_objectives
+    from lmdistill.objectives.needs import union
+    from lmdistill.teachers.cache import load_or_build
+    objectives = [o for cell in cached if cell.seed == cached[0].seed
+                  for o in planned_objectives(cell.config, parts.teacher.config)]
+    teacher_needs = union(o.needs() for o in objectives).teacher
+    layers = list(teacher_needs.hidden) if teacher_needs is not None else []
+    started = time.time()
+    cache = load_or_build(cached[0].config.teacher_cache.dir, parts.teacher, parts.tokenizer,
+                          parts.splits["train"].examples, parts.vocab_size, layers, compare.cache, log=log)
+    size = sum(f["bytes"] for f in cache.manifest["files"].values())
+    log(f"{task}: teacher cache ready in {time.time() - started:.0f} s ({size / 2**20:.0f} MiB)")
+
+
+def reference_record(task, parts, first, root, log=print):
+    """The teacher's held-out CE (and generation scores) and the trivial baselines': every cell's reference rows."""
+    from lmdistill.eval.run import held_out, reference_rows
+    from lmdistill.eval.teacher_forced import teacher_forced
+    from lmdistill.teachers import ResponseLM
+    split = first.eval.split
+    log(f"{task}: evaluating the teacher and the trivial baselines on {split}")
+    examples = held_out(parts, split)
+    forced = teacher_forced(ResponseLM(parts.teacher, parts.vocab_size), None, examples, first.eval.batch_size,
+                            parts.tokenizer.pad_token_id)
+    rows = {"teacher": {"ce": forced["ce"]}}
+    if first.eval.generate:
+        generated, _ = reference_rows(parts, parts.teacher, split, log=log)
+        rows["teacher"].update(generated.pop("teacher"))
+        rows.update(generated)
+    return {"key": reference_key(first), "split": split, "examples": len(examples),
+            "response_tokens": forced["tokens"], "task_kind": parts.task, "rows": rows,
+            "provenance": provenance.record(exclude=[root])}
 
 
 def run_cell(cell, log=print):

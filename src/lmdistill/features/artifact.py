@@ -4,7 +4,6 @@ The metadata names the teacher (and a fingerprint of its weights), the layers, t
 options, and the calibration data (a fingerprint of its tokens). A run reuses an artifact only when all of
 these match and refuses a stale one, so a selection never silently comes from another model or layer.
 """
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -20,28 +19,6 @@ from lmdistill.io import atomic_write_bytes
 FORMAT = "lmdistill-selection/1"
 # Metadata that must match for an artifact to be reused (the rest is a record: time, memory, ...).
 MATCH_KEYS = ("teacher_fingerprint", "layers", "selector", "k", "score", "pairing", "seed", "data_fingerprint")
-
-
-def model_fingerprint(model):
-    """sha256 of the model's config (not its path) and a sample of every weight: a changed model or a
-    fine-tuned copy gets a new fingerprint, without hashing gigabytes."""
-    h = hashlib.sha256()
-    config = model.config.to_dict()
-    config.pop("_name_or_path", None)
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, p in sorted(model.state_dict().items()):
-        flat = p.detach().reshape(-1)
-        sample = torch.cat([flat[:1024], flat[-1024:]]).float().cpu()
-        h.update(f"{name}{tuple(p.shape)}".encode())
-        h.update(sample.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def data_fingerprint(examples):
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(f"{e.n_prompt}:{','.join(map(str, e.input_ids))};".encode())
-    return h.hexdigest()[:16]
 
 
 def save(path, selections, metadata):

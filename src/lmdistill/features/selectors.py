@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmdistill.teachers.outputs import response_positions
+
 SCORES = ("abs_grad", "sq_grad", "grad_x_act")
 
 
@@ -108,8 +110,7 @@ def teacher_gradients(model, batches, layers):
         with torch.enable_grad():
             out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True,
                         use_cache=False)
-            targets = batch["labels"][:, 1:]
-            where = targets != -100
+            targets, where = batch["labels"][:, 1:], response_positions(batch["labels"])
             nll = F.cross_entropy(out.logits[:, :-1][where].float(), targets[where], reduction="sum")
             hidden = [out.hidden_states[layer] for layer in layers]
             grads = torch.autograd.grad(nll, hidden)

@@ -2,16 +2,7 @@
 import torch
 
 from lmdistill.layermap import uniform_pairs
-from lmdistill.models.loading import _source, _load_error
-
-
-def load_config_only(name, trust_remote_code=False):
-    from transformers import AutoConfig
-    source, gguf = _source(name)
-    try:
-        return AutoConfig.from_pretrained(source, gguf_file=gguf, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise _load_error(name, e) from None
+from lmdistill.models.loading import model_config
 
 
 def count_parameters(config):
@@ -22,7 +13,7 @@ def count_parameters(config):
 
 
 def describe(name, trust_remote_code=False):
-    config = load_config_only(name, trust_remote_code)
+    config = model_config(name, trust_remote_code=trust_remote_code)
     text = getattr(config, "get_text_config", lambda: config)()
     return {
         "model": name,

@@ -1,4 +1,5 @@
 """Load teacher and student: hub id, local directory, .gguf file, built-in name, or a spec."""
+import functools
 import math
 from pathlib import Path
 
@@ -79,11 +80,13 @@ def _config_class(arch):
     return {"llama": transformers.LlamaConfig}[arch]
 
 
-def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
-    """A fresh student of spec.arch sharing the teacher's tokenizer (and embedding row count)."""
-    from transformers import AutoModelForCausalLM
+def spec_config(spec, teacher_config, tokenizer=None):
+    """The transformers config of a fresh student of spec.arch sharing the teacher's tokenizer (and embedding rows)."""
     intermediate = spec.intermediate_size or 64 * math.ceil(spec.hidden_size * 8 / 3 / 64)
-    config = _config_class(spec.arch)(
+    special = {} if tokenizer is None else {"bos_token_id": tokenizer.bos_token_id,
+                                            "eos_token_id": tokenizer.eos_token_id,
+                                            "pad_token_id": tokenizer.pad_token_id}
+    return _config_class(spec.arch)(
         vocab_size=teacher_config.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=intermediate,
@@ -93,11 +96,36 @@ def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
         max_position_embeddings=getattr(teacher_config, "max_position_embeddings", 2048),
         rms_norm_eps=1e-5,
         tie_word_embeddings=spec.tie_word_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **special,
     )
-    return AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+
+
+def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
+    """A fresh student of spec.arch sharing the teacher's tokenizer (and embedding row count)."""
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_config(spec_config(spec, teacher_config, tokenizer), dtype=DTYPES[dtype])
+
+
+@functools.lru_cache(maxsize=32)
+def model_config(name, revision=None, trust_remote_code=False):
+    """A model's transformers config, without its weights."""
+    from transformers import AutoConfig
+    source, gguf = _hub_source(name, revision)
+    try:
+        return AutoConfig.from_pretrained(source, gguf_file=gguf, revision=revision,
+                                          trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error(name, e) from None
+
+
+def student_model_config(cfg, teacher_config):
+    """The config of the student config.StudentConfig `cfg` describes, without building (or cutting) it."""
+    if cfg.spec is not None:
+        return spec_config(cfg.spec, teacher_config)
+    if cfg.from_teacher is not None:
+        from lmdistill.models.prune import planned_config
+        return planned_config(cfg.from_teacher, teacher_config)[2]
+    return model_config(cfg.model, cfg.revision, cfg.trust_remote_code)
 
 
 def load_student(cfg, teacher, teacher_tokenizer, seed, train_examples=(), log=print):

@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from lmdistill.data import IGNORE, calibration_batches
+from lmdistill.data import calibration_batches
 from lmdistill.errors import UserError
 from lmdistill.features import selectors
+from lmdistill.teachers.outputs import response_positions
 
 READERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
 WRITERS = ("self_attn.o_proj", "mlp.down_proj")
@@ -62,7 +63,7 @@ def response_activations(model, batches, layers):
     for batch in batches:
         out = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                output_hidden_states=True, use_cache=False)
-        where = batch["labels"][:, 1:] != IGNORE
+        where = response_positions(batch["labels"])
         for layer in layers:
             found[layer].append(out.hidden_states[layer][:, :-1][where])
     return {layer: torch.cat(h) for layer, h in found.items()}
@@ -185,14 +186,19 @@ def planned(spec, teacher):
     """(spec with its hidden_size filled in, kept layers, the student's config): everything about the student
     that does not need the calibration pass, checked before it runs."""
     check_architecture(teacher)
-    n_layers, d = teacher.config.num_hidden_layers, teacher.config.hidden_size
-    heads = teacher.config.num_attention_heads
+    return planned_config(spec, teacher.config)
+
+
+def planned_config(spec, teacher_config):
+    """`planned` from the teacher's config alone (the architecture check needs its weights' names)."""
+    n_layers, d = teacher_config.num_hidden_layers, teacher_config.hidden_size
+    heads = teacher_config.num_attention_heads
     spec = spec.model_copy(update={"hidden_size": spec.hidden_size or min(d, 256 // heads * heads)})
     if spec.hidden_size > d:
         raise UserError(f"student.from_teacher.hidden_size {spec.hidden_size} is larger than the teacher's hidden "
                         f"size {d}; give at most {d}")
     keep = kept_layers(spec.layers, n_layers)
-    config = student_config(teacher.config, keep, spec.hidden_size, tied=False)
+    config = student_config(teacher_config, keep, spec.hidden_size, tied=False)
     check_savable(config)
     return spec, keep, config
 

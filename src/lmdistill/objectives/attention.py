@@ -9,18 +9,18 @@ layer l-1, whose block outputs hidden_states[l]):
 - value relation: V = the layer's v_proj output [B, L, kv_heads * head_dim] split into R relation heads (MiniLMv2),
   VR_r = softmax(V_r V_r^T / sqrt(d_r)) over the same keys, KL(VR_T || VR_S) per relation head and row. Widths and
   head counts may differ between the models: only R must divide both widths.
-Rows are the query positions that predict a response token (`forward.response_positions`); keys are the non-padding
+Rows are the query positions that predict a response token (`teachers.response_positions`); keys are the non-padding
 positions up to the query. The loss is the SUM over rows of the mean over heads of the KL, summed as
 attention_weight * AT + value_weight * VR and averaged over layer pairs (pair_weights, normalised): a per-token sum,
 like every objective. Everything is in log space (log_softmax, -inf on hidden keys, whose terms are 0).
 
 The models stay on their own attention implementation (sdpa by default): only the mapped layers are switched, while
 ResponseLM runs them for this objective, to a function that runs the original kernel unchanged and computes the
-layer's attention logits beside it (`forward.capture`; the forward is bit-identical). Values come from forward hooks
+layer's attention logits beside it (`teachers/capture.py`; the forward is bit-identical). Values come from forward hooks
 on the mapped layers' v_proj, removed after each forward. Cost per mapped layer and model: one extra
 [B, heads, L, L] float32 matmul (transient) and [N, heads, L] float32 kept for the loss (N response rows); the value
 relation makes [B, R, L, L] (transient) and keeps [N, R, L]. The teacher cache stores neither, so a run combining
-it with this objective stops before loading any model (teacher_cache.check_objectives).
+it with this objective stops before loading any model (`CachedTeacher.refuses`).
 """
 import math
 from typing import Literal
@@ -31,6 +31,8 @@ from pydantic import Field, model_validator
 from lmdistill.divergences import kl_terms
 from lmdistill.errors import UserError
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
+from lmdistill.objectives.needs import Needs
+from lmdistill.teachers.outputs import Request
 from lmdistill.unused import refuse_unused
 
 RELATIONS = ("attention", "value")
@@ -152,7 +154,6 @@ def common_divisors(a, b):
 class AttentionTransfer(LayerPairs, Objective):
     name = "attention"
     Params = AttentionParams
-    teacher_cacheable = False  # the teacher cache holds no attention (teacher_cache.check_objectives)
 
     def __init__(self, params, context):
         super().__init__(params, context)
@@ -180,28 +181,13 @@ class AttentionTransfer(LayerPairs, Objective):
                             f"{', '.join(map(str, common_divisors(ws, wt)))}")
         return heads
 
-    # No hidden states: the attention logits and values are captured instead (ResponseLM's attention_layers and
-    # value_layers), which the training loop collects from the four methods below.
-    def teacher_layers(self):
-        return ()
-
-    def student_layers(self):
-        return ()
-
-    def _layers(self, relation, side):
-        return tuple(sorted({pair[side] for pair in self.pairs})) if relation in self.relations else ()
-
-    def teacher_attention_layers(self):
-        return self._layers("attention", 0)
-
-    def student_attention_layers(self):
-        return self._layers("attention", 1)
-
-    def teacher_value_layers(self):
-        return self._layers("value", 0)
-
-    def student_value_layers(self):
-        return self._layers("value", 1)
+    def needs(self):
+        """No hidden states: the attention logits and values of the paired layers are captured instead."""
+        def side(index):
+            layers = tuple(sorted({pair[index] for pair in self.pairs}))
+            return Request(attention=layers if "attention" in self.relations else (),
+                           values=layers if "value" in self.relations else ())
+        return Needs(student=side(1), teacher=side(0))
 
     def loss(self, student, teacher, batch):
         p = self.params
@@ -224,8 +210,6 @@ class AttentionTransfer(LayerPairs, Objective):
 def captured(outputs, kind, layer, role):
     found = getattr(outputs, kind)
     if layer not in found:
-        method = f"{role}_{'attention' if kind == 'attentions' else 'value'}_layers"
         raise RuntimeError(f"objective attention: the {role}'s {kind} at layer {layer} were not captured; the "
-                           f"training loop must pass the objectives' {method}() to the {role}'s call "
-                           f"({'attention' if kind == 'attentions' else 'value'}_layers=...)")
+                           f"{role}'s call must get the objectives' needs().{role} request")
     return found[layer]

@@ -5,6 +5,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmdistill.errors import UserError, did_you_mean
 from lmdistill.layermap import check_spec, layer_pairs
+from lmdistill.objectives.needs import Needs
+from lmdistill.teachers.outputs import Request
 from lmdistill.train.schedule import WeightSchedule
 
 OBJECTIVES: dict[str, type["Objective"]] = {}
@@ -34,7 +36,6 @@ def objective_params_class(name):
 class Objective:
     name: ClassVar[str]
     Params: ClassVar[type[ObjectiveParams]] = ObjectiveParams
-    needs_teacher: ClassVar[bool] = True
     step, total_steps = 0, 1  # set by the trainer before each step, for objectives with their own schedules
 
     def __init__(self, params, context):
@@ -45,28 +46,9 @@ class Objective:
     def weight(self):
         return self.params.weight
 
-    def student_layers(self):
-        """hidden_states indices the student must return (0 = embeddings)."""
-        return ()
-
-    def teacher_layers(self):
-        return ()
-
-    # Layers (hidden_states index l >= 1: the self-attention of decoder layer l-1) whose attention logits / value
-    # projections the models must capture (forward.capture); the teacher cache stores neither.
-    teacher_cacheable: ClassVar[bool] = True
-
-    def student_attention_layers(self):
-        return ()
-
-    def teacher_attention_layers(self):
-        return ()
-
-    def student_value_layers(self):
-        return ()
-
-    def teacher_value_layers(self):
-        return ()
+    def needs(self) -> Needs:
+        """What this objective reads from each model's outputs (default: logits only, from both)."""
+        return Needs()
 
     def trainable_modules(self) -> list[torch.nn.Module]:
         """Extra parameters this objective trains (e.g. a projector); saved beside, never inside, the student."""
@@ -126,7 +108,12 @@ class LayerPairs:
         return [w * s.factor(self.step, self.total_steps) for w, s in zip(self.pair_weights, self.pair_schedules)]
 
     def teacher_layers(self):
+        """The pairs' teacher layers, in pair order."""
         return tuple(t for t, _ in self.pairs)
 
     def student_layers(self):
         return tuple(s for _, s in self.pairs)
+
+    def needs(self):
+        return Needs(student=Request(hidden=tuple(sorted(set(self.student_layers())))),
+                     teacher=Request(hidden=tuple(sorted(set(self.teacher_layers())))))

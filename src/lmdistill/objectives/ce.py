@@ -3,6 +3,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
+from lmdistill.objectives.needs import Needs
 
 
 class CEParams(ObjectiveParams):
@@ -14,7 +15,9 @@ class CrossEntropy(Objective):
     """The task loss: next-token cross-entropy on response tokens (SFT)."""
     name = "ce"
     Params = CEParams
-    needs_teacher = False
+
+    def needs(self):
+        return Needs(teacher=None)  # reads no teacher output
 
     def loss(self, student, teacher, batch):
         return F.cross_entropy(student.logits.float(), student.targets, reduction="sum")

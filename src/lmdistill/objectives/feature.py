@@ -9,7 +9,6 @@ student's width d_S by a selector, then compared with the student's hidden state
 - selector none compares the full widths and needs metric cka.
 The default (flexkd + pearson) is Flex-KD's parameter-free, correlation-based feature loss.
 """
-import resource
 import time
 from functools import partial
 from pathlib import Path
@@ -23,6 +22,7 @@ from lmdistill.errors import UserError
 from lmdistill.features import artifact, selectors
 from lmdistill.features.metrics import METRICS
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
+from lmdistill.provenance import data_fingerprint, model_fingerprint, peak_memory_gib
 from lmdistill.unused import refuse_unused
 
 
@@ -102,13 +102,13 @@ class FeatureKD(LayerPairs, Objective):
     def selection_metadata(self, teacher, calibration):
         """What a selection depends on; an artifact is reused only if all of it matches."""
         p, gradient_based = self.params, self.params.selector != "random"
-        return {"teacher": teacher.config.name_or_path, "teacher_fingerprint": artifact.model_fingerprint(teacher),
+        return {"teacher": teacher.config.name_or_path, "teacher_fingerprint": model_fingerprint(teacher),
                 "layers": list(self.teacher_layers()), "selector": p.selector, "k": self.d_student,
                 "score": p.score if p.selector == "flexkd" else None,
                 "pairing": p.pairing if p.selector == "flexkd" else None,
                 "seed": p.seed if p.selector == "random" else None,
                 "calibration_examples": len(calibration) if gradient_based else 0,
-                "data_fingerprint": artifact.data_fingerprint(calibration) if gradient_based else None}
+                "data_fingerprint": data_fingerprint(calibration) if gradient_based else None}
 
     def compute_selections(self, teacher, calibration, pad_id):
         """({teacher layer: Selection}, record of the scoring pass: tokens, seconds, peak memory, effective dims)."""
@@ -130,9 +130,7 @@ class FeatureKD(LayerPairs, Objective):
             else:
                 selections[t] = selectors.pca(acts, k)
         record = {"tokens": len(next(iter(found.values()))[0]), "seconds": round(time.time() - started, 3),
-                  "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
-        if device.type == "cuda":
-            record["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+                  **peak_memory_gib(device)}
         if kind in ("flexkd", "functional"):  # the effective functional dimension, from E[g g^T]'s spectrum
             record["effective_dimension"] = {str(t): {f"{int(e * 100)}%": selectors.effective_dimension(s.spectrum, e)
                                                       for e in (0.9, 0.95, 0.99)} for t, s in selections.items()}

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from lmdistill import divergences
-from lmdistill.forward import lens_input, output_head
+from lmdistill.teachers.outputs import lens_input, output_head
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
 from lmdistill.objectives.logit_kd import DivergenceParams
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from lmdistill.data import IGNORE, BatchOrder, collate
+from lmdistill.data import BatchOrder, collate
 from lmdistill.errors import UserError
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.objectives import labels_of
+from lmdistill.objectives.needs import union
+from lmdistill.teachers import response_positions
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
@@ -27,12 +29,6 @@ def make_optimizer(parameters, cfg):
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-
-
-def captures(objectives, role):
-    """The layers whose attention logits / value projections some objective needs from `role`'s model."""
-    return {f"{kind}_layers": sorted({l for o in objectives for l in getattr(o, f"{role}_{kind}_layers")()})
-            for kind in ("attention", "value")}
 
 
 class Trainer:
@@ -49,11 +45,7 @@ class Trainer:
                                           for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
         self.teacher = teacher
         self.train_teacher = train_teacher or teacher
-        self.teacher_layers = sorted({l for o in self.objectives for l in o.teacher_layers()})
-        self.student_layers = sorted({l for o in self.objectives for l in o.student_layers()})
-        self.student_captures = captures(self.objectives, "student")
-        self.teacher_captures = captures(self.objectives, "teacher")
-        self.needs_teacher = any(o.needs_teacher for o in self.objectives)
+        self.needs = union(o.needs() for o in self.objectives)  # what each model's call must return
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
         self.student, self.optimizer = accelerator.prepare(student_lm, self.optimizer)
@@ -94,7 +86,7 @@ class Trainer:
         """One optimizer step; returns per-token component losses, token counts and the grad norm."""
         acc = self.accelerator
         micro = self._micro_batches(step)
-        local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+        local_tokens = sum(int(response_positions(b["labels"]).sum()) for b in micro)
         global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
         # DDP averages gradients over processes; scaling by world size turns that into a global sum.
         scale = acc.num_processes / max(global_tokens, 1)
@@ -138,9 +130,8 @@ class Trainer:
 
     def _forward(self, student, batch):
         """The student's and the (training) teacher's outputs on a micro-batch, with what the objectives need."""
-        s = student(batch["input_ids"], batch["attention_mask"], batch["labels"], self.student_layers,
-                    **self.student_captures)
-        t = self.train_teacher(batch, self.teacher_layers, **self.teacher_captures) if self.needs_teacher else None
+        s = student(batch["input_ids"], batch["attention_mask"], batch["labels"], self.needs.student)
+        t = self.train_teacher(batch, self.needs.teacher) if self.needs.teacher is not None else None
         return s, t
 
     def _measure_gradients(self, step, batch):

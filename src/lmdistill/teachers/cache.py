@@ -10,7 +10,7 @@ storage dtype and layer set, and records each file's size and sha256. `open_cach
 that does not match (or a missing, truncated or altered file) is rebuilt, never used. The directory is
 written to a temporary name and renamed into place, so a killed build leaves nothing that looks finished.
 
-A cached teacher answers like the online one (`forward.ModelOutputs`). In topk mode its logits are
+`cached.CachedTeacher` reads it and answers like the online teacher (`ModelOutputs`). In topk mode its logits are
 log-probabilities, exact on the top k, with the rest of the mass spread evenly over the other tokens. How far
 each objective moves from its online value: benchmarks/cache_fidelity.py (topk is far off for reverse KL, AKL and
 temperatures above 1, whose values depend on the tail).
@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmdistill.data import IGNORE, in_batches
+from lmdistill.data import in_batches
 from lmdistill.errors import UserError
-from lmdistill.features.artifact import data_fingerprint, model_fingerprint
-from lmdistill.forward import ModelOutputs, ResponseLM, lm_head_logits
+from lmdistill.provenance import data_fingerprint, model_fingerprint, tokenizer_fingerprint
+from lmdistill.teachers.outputs import Request
+from lmdistill.teachers.response_lm import ResponseLM
 from lmdistill.io import atomic_dir, atomic_write_json
 
 FORMAT = "lmdistill-teacher-cache-1"
@@ -35,14 +36,6 @@ NP_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 class StaleCache(Exception):
     """The cache at a path cannot be used for this run; the message says why."""
-
-
-def tokenizer_fingerprint(tokenizer):
-    h = hashlib.sha256()
-    h.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
-    h.update(json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                         getattr(tokenizer, "chat_template", None)], default=str).encode())
-    return h.hexdigest()[:16]
 
 
 def file_sha256(path):
@@ -95,7 +88,7 @@ def build(path, teacher, tokenizer, examples, vocab_size, layers, settings, batc
         row = 0
         with torch.no_grad():
             for batch in in_batches(examples, tokenizer.pad_token_id, batch_size, device):
-                out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], tuple(layers))
+                out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], Request(hidden=tuple(layers)))
                 end = row + len(out.targets)
                 if topk:
                     values, ids = torch.log_softmax(out.logits.float(), dim=-1).topk(top_k, dim=-1)
@@ -178,38 +171,6 @@ class TeacherCache:
         return logits
 
 
-class CachedTeacher:
-    """Same call as `forward.OnlineTeacher`; batches must carry `index` (their examples' positions in the split).
-    The model is kept for objectives that use the teacher's own LM head (the logit lens)."""
-
-    def __init__(self, cache, model):
-        self.cache, self.lm = cache, model
-
-    @torch.no_grad()
-    def __call__(self, batch, layers=(), attention_layers=(), value_layers=()):
-        if attention_layers or value_layers:  # check_objectives stops such runs first; this guards other callers
-            raise UserError("the teacher cache stores no attention or value projections; remove teacher_cache or "
-                            "the objective that needs them")
-        if "index" not in batch:
-            raise RuntimeError("a cached teacher needs batches that carry their example indices ('index')")
-        labels = batch["labels"]
-        where = labels[:, 1:] != IGNORE
-        rows = self.cache.rows(batch["index"].tolist())
-        if len(rows) != int(where.sum()):
-            raise UserError(f"teacher cache {self.cache.path} has {len(rows)} positions for this batch, the batch "
-                            f"has {int(where.sum())}; delete the cache directory to rebuild it")
-        if self.cache.manifest["logits"] == "topk":
-            hidden = self.cache.hidden(rows, layers, labels.device)
-            logits = self.cache.topk_logprobs(rows, labels.device)
-        else:
-            final = self.lm.config.num_hidden_layers
-            hidden = self.cache.hidden(rows, set(layers) | {final}, labels.device)
-            logits = lm_head_logits(self.lm, hidden[final])[:, :self.cache.manifest["vocab_size"]]
-            if final not in layers:
-                del hidden[final]
-        return ModelOutputs(logits, labels[:, 1:][where], hidden, self.lm)
-
-
 def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settings, log=print, build_allowed=True):
     """A matching cache at `path`, rebuilt first (with the union of its layers and `layers`) when stale.
     `settings`: config.CacheSettings (logits, top_k, hidden_dtype)."""
@@ -227,19 +188,6 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
         old_layers = _layers_of(path)
         build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), settings, log=log)
     return open_cache(path, expected, layers)
-
-
-def uncacheable(names):
-    """The objective names among `names` whose teacher outputs the cache cannot hold (attention)."""
-    from lmdistill.objectives import OBJECTIVES
-    return [name for name in names if name in OBJECTIVES and not OBJECTIVES[name].teacher_cacheable]
-
-
-def check_objectives(objectives):
-    """UserError when an objective (its config entry) needs teacher outputs the cache cannot hold (attention)."""
-    for name in uncacheable(params.name for params in objectives):
-        raise UserError(f"objective '{name}' needs the teacher's attention, which teacher_cache does not "
-                        f"store; remove teacher_cache or the {name} objective")
 
 
 def check_dir(path):
