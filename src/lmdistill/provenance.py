@@ -4,6 +4,7 @@ run's eval.json, so a number can be traced to the code that produced it."""
 import datetime
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -94,6 +95,16 @@ def versions():
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    return out
+
+
+def peak_memory_gib(device=None):
+    """Peak resident memory of this process and, on CUDA, peak GPU allocation on `device` (default: the current
+    CUDA device when there is one), in GiB."""
+    out = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
+    if device.type == "cuda":
+        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     return out
 
 
