@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from common import cells_code, grid_parser, header, mean_std, paired, provenance, train_cell, write_provenance
+from lmdistill.features.registry import get_selector
 
 METHODS = {
     "sft": [{"name": "ce", "weight": 1.0}],
@@ -24,7 +25,7 @@ METHODS = {
 def run(method, seed, args):
     objectives = [dict(o) for o in METHODS[method]]
     for o in objectives:
-        if o["name"] == "feature" and o["selector"] != "projection":
+        if o["name"] == "feature" and get_selector(o["selector"]).selects:
             o["selection_file"] = str(Path(args.out) / "selection" / f"{o['selector']}.safetensors")
     row = train_cell(objectives, Path(args.out) / "runs" / f"{method}-seed{seed}", seed, args.steps, args.eval_examples)
     return {"method": method, "seed": seed, **row}

@@ -31,7 +31,7 @@ def measure(task, batching):
     config = load_config("configs/demo.yaml", ["objectives=flexkd", "run_dir=/tmp/selection_memory", *TASKS[task]])
     parts = build_parts(config, splits=("train",), log=lambda *_: None)
     feature = next(o for o in parts.objectives if o.name == "feature")
-    calibration = feature.calibration(parts.splits["train"].examples)
+    calibration = feature.selection_pass().calibration(parts.splits["train"].examples)
     pad, (kind, size) = parts.tokenizer.pad_token_id, batching.split(":")
     batches = (in_batches(calibration, pad, int(size)) if kind == "examples" else
                token_batches(calibration, pad, int(size)))

@@ -127,7 +127,8 @@ def test_objective_entries_without_a_usable_name(entry, message):
     ({"objectives": [{"name": "feature", "selector": "pca", "score": "sq_grad"}]}, "score='sq_grad' is only used"),
     ({"objectives": [{"name": "feature", "selector": "none", "metric": "cka", "calibration_examples": 8}]},
      "calibration_examples=8 is only used with selector flexkd, functional or pca"),
-    ({"objectives": [{"name": "feature", "off_diagonal": 0.1}]}, "off_diagonal=0.1 is only used"),
+    ({"objectives": [{"name": "feature", "selector": "projection", "metric": "mse", "selection_file": "s.safetensors"}]},
+     "selection_file='s.safetensors' is only used with selector flexkd, functional, pca or random"),
     ({"objectives": [{"name": "attention", "relations": ["attention"], "relation_heads": 2}]},
      "relation_heads=2 is only used with 'value' in relations"),
 ])

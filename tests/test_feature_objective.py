@@ -39,7 +39,7 @@ def test_sequence_level_contrastive_pools_each_sequence_against_a_float64_refere
     want_grad, = torch.autograd.grad(want, s)
     config = SimpleNamespace(hidden_size=d, num_hidden_layers=2)
     params = FeatureParams(selector="random", metric="contrastive", contrastive_level="sequence",
-                           contrastive_temperature=0.2)
+                           params={"temperature": 0.2})
     objective = FeatureKD(params, SimpleNamespace(teacher_config=config, student_config=config))
     objective.selections = {2: SimpleNamespace(apply=lambda x: x)}
     outputs = lambda h: SimpleNamespace(hidden={2: h}, where=where, targets=torch.zeros(n), logits=h)  # noqa

@@ -1,4 +1,5 @@
 """Reading a YAML config: unknown keys named with the nearest valid one, `--set` paths, one-line errors."""
+import json
 import types
 import typing
 from pathlib import Path
@@ -35,8 +36,10 @@ def check_keys(model_cls, data, where=""):
     """Raise UserError on the first key that `model_cls` does not have, suggesting the nearest one."""
     if not isinstance(data, dict):
         return
-    fields = model_cls.model_fields
+    fields, moved = model_cls.model_fields, getattr(model_cls, "moved_to_params", {})
     for key, value in data.items():
+        if key in moved:
+            raise UserError(f"config: {where}{key} moved: write params: {{{moved[key]}: {json.dumps(value, default=str)}}}")
         if key not in fields:
             raise UserError(f"config: unknown key '{where}{key}'{did_you_mean(key, fields)}")
         sub = _model_class(fields[key].annotation)

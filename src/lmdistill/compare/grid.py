@@ -5,6 +5,7 @@ from pathlib import Path
 from lmdistill.compare.schema import deep_merge
 from lmdistill.config import TeacherCacheConfig, build_config
 from lmdistill.errors import UserError
+from lmdistill.features.registry import get_selector
 
 
 @dataclass
@@ -43,7 +44,8 @@ def task_config(compare, task, method, seed):
         raise UserError(f"task '{task}', method '{method}': {e}") from None
     for i, objective in enumerate(config.objectives):
         # selections depend on the teacher and calibration data, not on the seed: computed once per method
-        if getattr(objective, "selector", None) not in (None, "projection", "none") and not objective.selection_file:
+        selector = getattr(objective, "selector", None)  # feature objectives
+        if selector is not None and get_selector(selector).selects and not objective.selection_file:
             objective.selection_file = str(root / "selections" / task / f"{method}-{i}.safetensors")
     return config
 

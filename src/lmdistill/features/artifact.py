@@ -17,8 +17,6 @@ from lmdistill.features.selectors import Selection
 from lmdistill.io import atomic_write_bytes
 
 FORMAT = "lmdistill-selection/1"
-# Metadata that must match for an artifact to be reused (the rest is a record: time, memory, ...).
-MATCH_KEYS = ("teacher_fingerprint", "layers", "selector", "k", "score", "pairing", "seed", "data_fingerprint")
 
 
 def save(path, selections, metadata):
@@ -52,9 +50,9 @@ def load(path):
     return selections, metadata
 
 
-def require_match(path, found, expected):
-    """Raise a one-line UserError naming what differs between an artifact and this run."""
-    differ = [key for key in MATCH_KEYS if found.get(key) != expected.get(key)]
+def require_match(path, found, expected, keys):
+    """Raise a one-line UserError naming which of the metadata `keys` differ between an artifact and this run."""
+    differ = [key for key in keys if found.get(key) != expected.get(key)]
     if not differ:
         return
     def show(key):

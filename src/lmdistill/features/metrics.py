@@ -2,9 +2,13 @@
 
 Each returns a scalar: the loss per position (batch statistics are taken over the N positions), so an
 objective multiplies by N to give the token sum the training loop expects. Computed in float32.
+A metric's keyword-only parameters are its config `params` (`metric_params`); their annotations are checked.
 """
+import inspect
+
 import torch
 import torch.nn.functional as F
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt, TypeAdapter, ValidationError
 from torch.utils.checkpoint import checkpoint
 
 
@@ -29,7 +33,7 @@ def pearson(s, t):
     return 1 - (standardise(s) * standardise(t)).mean(0).mean()
 
 
-def cross_correlation(s, t, off_diagonal=0.005):
+def cross_correlation(s, t, *, off_diagonal: NonNegativeFloat = 0.005):
     """Batch cross-correlation matrix pushed to the identity (Barlow-Twins form):
     sum_j (1 - C_jj)^2 + off_diagonal * sum_{i != j} C_ij^2, with C = zs^T zt / N."""
     c = standardise(s).T @ standardise(t) / s.shape[0]
@@ -57,7 +61,8 @@ def _infonce_rows(zs, zt, start, stop, temperature, negatives):
     return sims.logsumexp(-1) - positive
 
 
-def infonce(s, t, temperature=0.1, negatives=None, chunk_size=256):
+def infonce(s, t, *, temperature: PositiveFloat = 0.1, negatives: PositiveInt | None = None,
+            chunk_size: PositiveInt = 256):
     """Contrastive alignment (InfoNCE): each student feature must pick its own position's teacher feature among the
     teacher features of the other positions (all N - 1, or `negatives` drawn at random), by cosine similarity / T.
     Anchors go in chunks recomputed in backward, so memory is O(chunk_size x N), not O(N^2)."""
@@ -76,3 +81,19 @@ def infonce(s, t, temperature=0.1, negatives=None, chunk_size=256):
 
 METRICS = {"mse": mse, "cosine": cosine, "pearson": pearson, "cross_correlation": cross_correlation,
            "cka": linear_cka, "contrastive": infonce}
+
+
+def metric_params(name, given):
+    """The parameters of metric `name`: `given` checked against its keyword-only parameters, every default filled in
+    (so a resolved config shows each value used). ValueError naming the valid ones for an unknown key."""
+    own = {n: p for n, p in inspect.signature(METRICS[name]).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    for key in given:
+        if key not in own:
+            raise ValueError(f"metric {name} has no parameter '{key}'; its parameters: {list(own) or 'none'}")
+    resolved = {}
+    for key, parameter in own.items():
+        try:
+            resolved[key] = TypeAdapter(parameter.annotation).validate_python(given.get(key, parameter.default))
+        except ValidationError as e:
+            raise ValueError(f"params.{key}: {e.errors()[0]['msg']} (got {given[key]!r})") from None
+    return resolved
