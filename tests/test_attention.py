@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from lmdistill.data import IGNORE
 from lmdistill.errors import UserError
-from lmdistill.forward import ModelOutputs, ResponseLM, attention_logits, response_positions
+from lmdistill.teachers import ModelOutputs, Request, ResponseLM, response_positions
+from lmdistill.teachers.capture import attention_logits
 from lmdistill.objectives.attention import AttentionParams, AttentionTransfer, head_map
 from tolerance import llama_terms, typical
 
@@ -160,9 +161,10 @@ def test_value_and_gradient_match_brute_force(relations, attention_weight, value
         else:
             torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-12)
     assert all(t["q"].grad is None for _, t in leaves)  # the teacher is detached
-    assert objective.student_layers() == objective.teacher_layers() == ()  # no hidden states needed
-    assert objective.student_attention_layers() == ((1, 2) if "attention" in relations else ())
-    assert objective.teacher_value_layers() == ((1, 2) if "value" in relations else ())
+    needs = objective.needs()
+    assert needs.student.hidden == needs.teacher.hidden == ()  # no hidden states needed
+    assert needs.student.attention == ((1, 2) if "attention" in relations else ())
+    assert needs.teacher.values == ((1, 2) if "value" in relations else ())
 
 
 @pytest.mark.numerical
@@ -220,7 +222,7 @@ def test_captured_attention_and_values_are_the_models_own(implementation, padded
         labels[:, 1:] = ids[:, 1:]
     lm = ResponseLM(model)
     plain = lm(ids, attention_mask, labels)
-    got = lm(ids, attention_mask, labels, attention_layers=(1, 2), value_layers=(1, 2))
+    got = lm(ids, attention_mask, labels, Request(attention=(1, 2), values=(1, 2)))
     assert torch.equal(got.logits, plain.logits)  # the capture leaves the forward bit-identical
     with torch.no_grad():
         ref = reference(ids, attention_mask=attention_mask, output_attentions=True, output_hidden_states=True)
@@ -246,7 +248,7 @@ def test_captured_attention_carries_the_students_gradient():
     model = tiny_llama().train()
     ids = torch.randint(0, 64, (3, 7), generator=torch.Generator().manual_seed(4))
     attention_mask, labels = batch_with_padding_and_prompts()
-    out = ResponseLM(model)(ids, attention_mask, labels, attention_layers=(2,), value_layers=(1,))
+    out = ResponseLM(model)(ids, attention_mask, labels, Request(attention=(2,), values=(1,)))
     (torch.log_softmax(out.attentions[2], -1).nan_to_num(neginf=0.0).sum() + out.values[1].sum()).backward()
     attn = model.model.layers[1].self_attn
     assert attn.q_proj.weight.grad.abs().sum() > 0 and attn.k_proj.weight.grad.abs().sum() > 0
@@ -258,7 +260,7 @@ def test_a_layer_without_attention_is_refused():
     ids = torch.zeros(1, 4, dtype=torch.long)
     for layer in (0, 3):
         with pytest.raises(UserError, match="hidden_states indices 1..2"):
-            ResponseLM(model)(ids, torch.ones_like(ids), ids, attention_layers=(layer,))
+            ResponseLM(model)(ids, torch.ones_like(ids), ids, Request(attention=(layer,)))
     assert model.model.layers[0].self_attn.config is model.config
 
 
@@ -307,16 +309,16 @@ def test_the_teacher_cache_is_refused_before_any_model_loads(tmp_path, word_data
     from conftest import tiny_config
     from lmdistill import run
     from lmdistill.config import build_config
-    from lmdistill.teacher_cache import CachedTeacher
+    from lmdistill.teachers.cached import CachedTeacher
     monkeypatch.setattr(run, "build_parts", lambda *a, **k: pytest.fail("models were loaded"))
     config = build_config(tiny_config(tmp_path / "run", word_data, objectives=[{"name": "attention"}],
                                       teacher_cache={"dir": str(tmp_path / "cache")}))
     with pytest.raises(UserError) as e:
         run.train(config, log=lambda *_: None)
-    assert str(e.value) == ("objective 'attention' needs the teacher's attention, which teacher_cache does not "
-                            "store; remove teacher_cache or the attention objective")
+    assert str(e.value) == ("objective 'attention': the teacher cache stores no attention logits or value "
+                            "projections; remove teacher_cache or the attention objective")
     with pytest.raises(UserError, match="remove teacher_cache"):
-        CachedTeacher(None, None)({}, attention_layers=(1,))
+        CachedTeacher(None, None)({}, Request(attention=(1,)))
 
 
 # ---- a real run (needs the training loop to pass attention_layers / value_layers) ------------------------------

@@ -12,7 +12,7 @@ from lmdistill.compare.schema import load_compare
 from lmdistill.data import BatchOrder
 from lmdistill.errors import UserError
 from lmdistill.models import load_student, load_teacher
-from lmdistill.run import machine
+from lmdistill.provenance import machine
 
 
 @pytest.mark.parametrize("df, want", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (100000, 1.9600)])
@@ -116,7 +116,8 @@ def test_cells_are_paired_by_seed(tmp_path, word_data):
     assert [orders[0].step(s) for s in range(30)] != [orders[2].step(s) for s in range(30)]
 
 
-def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_online(tmp_path, word_data):
+def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_online(tmp_path, word_data,
+                                                                                      monkeypatch):
     methods = {"kd": "kd", "kd-gradnorm": {"objectives": "kd", "train": {"weighting": {"method": "gradnorm"}}},
                "attention": [{"name": "ce"}, {"name": "attention"}]}
     cells = grid.cells(load_compare(_compare_file(tmp_path, word_data, methods=methods, seeds=[0])))
@@ -126,10 +127,16 @@ def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_o
     assert kd.train.model_dump(exclude={"weighting"}) == gradnorm.train.model_dump(exclude={"weighting"})
     assert kd.teacher_cache is not None and gradnorm.teacher_cache == kd.teacher_cache
     assert attention.teacher_cache is None  # the cache holds no attention: this method's cells run the teacher
-    rows = runner.run_compare(_compare_file(tmp_path, word_data, methods={"attention": methods["attention"], "kd": "kd"},
-                                            seeds=[0]), log=lambda *_: None)
-    assert sorted(r["method"] for r in rows) == ["attention", "kd"] and all(r["ce"] > 0 for r in rows)
-    assert (tmp_path / "out" / "cache" / "task" / "manifest.json").is_file()  # built for kd, though attention came first
+    # the cache and the reference rows are made from the methods' configs: no student is built (or cut) for them
+    from lmdistill import build
+    monkeypatch.setattr(build, "load_student", lambda *a, **k: pytest.fail("compare built a student"))
+    feature = [{"name": "ce"}, {"name": "feature", "selector": "projection", "metric": "mse", "layers": [[10, 1]]}]
+    rows = runner.run_compare(_compare_file(tmp_path, word_data, seeds=[0],
+                                            methods={"attention": methods["attention"], "kd": "kd", "feature": feature}),
+                              log=lambda *_: None)
+    assert sorted(r["method"] for r in rows) == ["attention", "feature", "kd"] and all(r["ce"] > 0 for r in rows)
+    manifest = json.loads((tmp_path / "out" / "cache" / "task" / "manifest.json").read_text())
+    assert 10 in manifest["layers"]  # built for kd and feature (with its teacher layer), though attention came first
     assert "online for attention (the cache holds no attention)" in (tmp_path / "out" / "report.md").read_text()
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lmdistill.forward import ModelOutputs
+from lmdistill.teachers import ModelOutputs
 from lmdistill.objectives.dkd import DecoupledKD, DKDParams, dkd_per_position
 from tolerance import divergence_magnitudes, divergence_terms, worst
 

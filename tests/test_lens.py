@@ -10,7 +10,8 @@ from lmdistill.build import ObjectiveContext
 from lmdistill.config import build_config
 from lmdistill.data import IGNORE
 from lmdistill.errors import UserError
-from lmdistill.forward import ResponseLM, final_norm
+from lmdistill.teachers import ResponseLM
+from lmdistill.teachers.outputs import final_norm
 from lmdistill.objectives import build_objectives
 from divergence_reference import per_position
 from tolerance import EPS32, EPS64, divergence_magnitudes, divergence_terms, llama_terms, typical, worst
@@ -247,9 +248,9 @@ def lens_reference(teacher, student, data, pairs, final_norm_on, weights, name="
 def objective_value_and_grads(objective, teacher, student, data):
     student.zero_grad()
     s_lm, t_lm = ResponseLM(student, VOCAB), ResponseLM(teacher, VOCAB)
-    s = s_lm(data["input_ids"], data["attention_mask"], data["labels"], objective.student_layers())
+    s = s_lm(data["input_ids"], data["attention_mask"], data["labels"], objective.needs().student)
     with torch.no_grad():
-        t = t_lm(data["input_ids"], data["attention_mask"], data["labels"], objective.teacher_layers())
+        t = t_lm(data["input_ids"], data["attention_mask"], data["labels"], objective.needs().teacher)
     total = objective.loss(s, t, data)
     (total / len(s.targets)).backward()
     return total.item() / len(s.targets), {n: p.grad for n, p in student.named_parameters()}

@@ -7,6 +7,7 @@ from lmdistill.cli import main
 from lmdistill.config import build_config
 from lmdistill.errors import UserError
 from lmdistill.features import artifact
+from lmdistill.provenance import model_fingerprint
 from lmdistill.run import train
 from lmdistill.selection import select
 from conftest import tiny_config
@@ -94,10 +95,10 @@ def test_model_fingerprint_sees_a_changed_weight():
     a = LlamaForCausalLM(config)
     torch.manual_seed(0)
     b = LlamaForCausalLM(config)
-    assert artifact.model_fingerprint(a) == artifact.model_fingerprint(b)
+    assert model_fingerprint(a) == model_fingerprint(b)
     with torch.no_grad():
         b.model.layers[1].mlp.down_proj.weight[0, 0] += 1e-3
-    assert artifact.model_fingerprint(a) != artifact.model_fingerprint(b)
+    assert model_fingerprint(a) != model_fingerprint(b)
 
 
 def test_select_cli_errors(tmp_path, word_data, capsys):

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from lmdistill import data, teacher_cache
+from lmdistill import data
+from lmdistill.teachers import cache as teacher_cache
+from lmdistill.teachers.cached import CachedTeacher
 from lmdistill.config import CacheSettings, DataConfig, TeacherConfig, build_config
 from lmdistill.errors import UserError
-from lmdistill.forward import OnlineTeacher
+from lmdistill.teachers import OnlineTeacher, Request, ResponseLM
 from lmdistill.models import load_teacher
 from lmdistill.run import train
-from lmdistill.teacher_cache import StaleCache
+from lmdistill.teachers.cache import StaleCache
 from conftest import tiny_config
 from tolerance import EPS32, EPS64, TINY_STUDENT, llama_terms, training_terms, typical, worst
 
@@ -65,18 +67,18 @@ def test_full_cache_equals_the_online_teacher(built, built_head, teacher_and_exa
     cache = _open(built, teacher_and_examples) if mode == "topk" else _open(built_head, teacher_and_examples, settings=HEAD)
     if mode == "head":
         assert "topk_ids.npy" not in cache.manifest["files"] and cache.manifest["layers"] == [10, 30]
-    cached = teacher_cache.CachedTeacher(cache, teacher)
+    cached = CachedTeacher(cache, teacher)
     online = OnlineTeacher(teacher, VOCAB)
     indices = [5, 0, 17, 3]  # any order: rows come back in batch order
     batch = {**data.collate([examples[i] for i in indices], tokenizer.pad_token_id), "index": torch.tensor(indices)}
-    a, b = online(batch, (10, 30)), cached(batch, (10, 30))
+    a, b = online(batch, Request(hidden=(10, 30))), cached(batch, Request(hidden=(10, 30)))
     # equal up to float32 rounding: the cache was computed in other batches (other batch sizes and padding widths,
     # so other kernels and summation orders), through the teacher's whole forward (tolerance.py: typical)
     want = torch.log_softmax(a.logits, -1) if mode == "topk" else a.logits
     width, config = batch["input_ids"].shape[1], teacher.config
     torch.testing.assert_close(b.logits, want, rtol=0,
                                atol=typical(llama_terms(config, width, vocab=VOCAB), a.logits.abs().max().item()))
-    assert set(cached(batch, (10,)).hidden) == {10}  # only the layers asked for
+    assert set(cached(batch, Request(hidden=(10,))).hidden) == {10}  # only the layers asked for
     assert torch.equal(a.targets, b.targets)
     for layer in (10, 30):
         terms = llama_terms(config, width, layers=layer)
@@ -95,7 +97,7 @@ def test_top_k_keeps_the_top_exactly_and_the_rest_mass(tmp_path, teacher_and_exa
                                log=lambda *_: None)
     cache = _open(path, teacher_and_examples, layers=(30,), settings=k8, examples=some)
     batch = data.collate(some, tokenizer.pad_token_id)
-    full = torch.log_softmax(OnlineTeacher(teacher, VOCAB)(batch, (30,)).logits, -1)
+    full = torch.log_softmax(OnlineTeacher(teacher, VOCAB)(batch, Request(hidden=(30,))).logits, -1)
     rows = cache.rows([0, 1, 2])
     logits, hidden = cache.topk_logprobs(rows), cache.hidden(rows, (30,))
     top = full.topk(8, dim=-1)
@@ -201,8 +203,8 @@ def test_an_interrupted_build_leaves_nothing_usable(tmp_path, teacher_and_exampl
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    real = teacher_cache.ResponseLM.forward
-    monkeypatch.setattr(teacher_cache.ResponseLM, "forward", fail_on_second)
+    real = ResponseLM.forward
+    monkeypatch.setattr(ResponseLM, "forward", fail_on_second)
     with pytest.raises(KeyboardInterrupt):
         teacher_cache.build(tmp_path / "c", teacher, tokenizer, examples, VOCAB, [30], HEAD, batch_size=8,
                             log=lambda *_: None)

@@ -7,7 +7,7 @@ from lmdistill.build import build_parts
 from lmdistill.config import build_config
 from lmdistill.data import IGNORE, collate
 from lmdistill.eval.teacher_forced import teacher_forced
-from lmdistill.forward import OnlineTeacher, ResponseLM
+from lmdistill.teachers import OnlineTeacher, ResponseLM
 from conftest import tiny_config
 from tolerance import TINY_STUDENT, llama_terms, typical
 

@@ -143,12 +143,13 @@ def test_objective_parameters_are_trained_saved_beside_the_student_and_resumed(t
     from typing import Literal
 
     from lmdistill.objectives.base import OBJECTIVES, Objective, ObjectiveParams
+    from lmdistill.objectives.needs import Needs
 
     class ProbeParams(ObjectiveParams):
         name: Literal["probe"] = "probe"
 
     class Probe(Objective):
-        name, Params, needs_teacher = "probe", ProbeParams, False
+        name, Params = "probe", ProbeParams
 
         def __init__(self, params, context):
             super().__init__(params, context)
@@ -157,6 +158,9 @@ def test_objective_parameters_are_trained_saved_beside_the_student_and_resumed(t
 
         def trainable_modules(self):
             return [self.proj]
+
+        def needs(self):
+            return Needs(teacher=None)
 
         def loss(self, student, teacher, batch):
             return ((self.proj(torch.ones(1, 1)) - 3.0) ** 2).sum() * len(student.targets)
