@@ -41,7 +41,7 @@ How to run (from the repository root):
 
 Optional: --wordnet DIR (default /usr/share/wordnet), --wordnet-doc DIR (default
 /usr/share/doc/wordnet-base), --out DIR (default src/lmdistill/data/builtin).
-Then run: python -m pytest tests/test_builtin_data.py -q
+Then run: python -m pytest tests/data/test_builtin_data.py -q
 """
 
 import argparse

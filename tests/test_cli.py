@@ -73,6 +73,7 @@ def test_resume_without_a_run(tmp_path, capsys, word_data):
     assert_one_line_error(*run_cli(["train", path, "--resume"], capsys), "holds no run to resume")
 
 
+@pytest.mark.e2e
 def test_train_then_eval_through_the_cli(tmp_path, capsys, word_data):
     path = write_config(tmp_path, tiny_config(tmp_path / "run", word_data, train={"steps": 2}))
     main(["train", path, "--set", "eval.max_examples=2"])
@@ -95,6 +96,7 @@ def test_info_prints_model_and_layer_map(capsys):
     assert "teacher: 5, 10, 15, 20, 25" in out and "student: 1, 2, 3, 4, 5" in out
 
 
+@pytest.mark.e2e
 def test_installed_entry_point_help_and_exit_code(tmp_path):
     exe = [sys.executable, "-m", "lmdistill"]
     for sub in ([], ["train"], ["select"], ["eval"], ["info"], ["prepare"]):

@@ -30,6 +30,7 @@ def _other_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]", pad_token="[EOS]")
 
 
+@pytest.mark.e2e
 def test_padded_embedding_rows_of_the_same_tokenizer_are_handled(tmp_path, word_data, tokenizer):
     student = _tiny_llama(len(tokenizer) + 64, tokenizer, tmp_path / "padded")
     config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None},
@@ -39,6 +40,7 @@ def test_padded_embedding_rows_of_the_same_tokenizer_are_handled(tmp_path, word_
 
 
 @pytest.mark.parametrize("objectives", ["kd", "distillens"])  # the logit lens needs a shared vocabulary too
+@pytest.mark.e2e
 def test_different_tokenizers_are_refused_before_any_output(tmp_path, word_data, objectives):
     student = _tiny_llama(100, _other_tokenizer(), tmp_path / "other")
     config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None},
@@ -48,6 +50,7 @@ def test_different_tokenizers_are_refused_before_any_output(tmp_path, word_data,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.e2e
 def test_too_few_output_rows_are_refused(tmp_path, word_data, tokenizer):
     student = _tiny_llama(len(tokenizer) - 10, tokenizer, tmp_path / "small")
     config = build_config(tiny_config(tmp_path / "run", word_data, student={"model": student, "spec": None}))
@@ -55,6 +58,7 @@ def test_too_few_output_rows_are_refused(tmp_path, word_data, tokenizer):
         train(config, log=lambda *_: None)
 
 
+@pytest.mark.e2e
 def test_missing_model_paths_are_clear(tmp_path, word_data):
     for name, message in [(str(tmp_path / "nope"), "model directory not found"),
                           (str(tmp_path / "nope.gguf"), "model file not found")]:
@@ -75,6 +79,7 @@ def test_uniform_layer_map_matches_distillens_reference():
     assert uniform_pairs(30, 2, 5) == [(15, 1)]  # never more pairs than inner student layers
 
 
+@pytest.mark.e2e
 def test_gguf_file_loads_the_same_model_as_the_builtin_copy():
     from lmdistill.models import load_model
     from lmdistill.models.builtin import gguf_path

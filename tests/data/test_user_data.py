@@ -50,6 +50,7 @@ def test_data_sources_in_the_config():
         build_config({"data": {"train": "a.jsonl"}})
 
 
+@pytest.mark.e2e
 def test_a_run_trains_and_evaluates_on_the_users_files(tmp_path, user_files):
     files, splits = user_files
     config = build_config(tiny_config(tmp_path / "run", files, data={"builtin": None, **files},
@@ -73,6 +74,7 @@ def test_a_run_trains_and_evaluates_on_the_users_files(tmp_path, user_files):
     assert json.loads((tmp_path / "run" / "eval.json").read_text(encoding="utf-8"))["facts"]["data"] == said
 
 
+@pytest.mark.e2e
 def test_a_run_on_the_builtin_set_says_so(tmp_path, word_data):
     config = build_config(tiny_config(tmp_path / "run", word_data, data={"builtin": "define-word", "train": None,
                                       "dev": None, "test": None, "max_train_examples": 8}, train={"steps": 1}))

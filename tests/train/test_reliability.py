@@ -19,6 +19,8 @@ from lmdistill.objectives.ce import CrossEntropy
 from lmdistill.run import train
 from conftest import tiny_config
 
+pytestmark = pytest.mark.e2e
+
 
 def _weights(run_dir):
     return load_file(f"{run_dir}/student/model.safetensors")

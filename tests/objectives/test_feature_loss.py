@@ -7,7 +7,7 @@ import torch
 
 from lmdistill.features import metrics, selectors
 from lmdistill.objectives.feature import FeatureKD, FeatureParams
-from test_feature_metrics import (metric_terms_and_size, ref_cka, ref_cosine, ref_cross, ref_infonce, ref_mse,
+from features.test_feature_metrics import (metric_terms_and_size, ref_cka, ref_cosine, ref_cross, ref_infonce, ref_mse,
                                   ref_pearson)
 from tolerance import worst
 

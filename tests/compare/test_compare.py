@@ -97,6 +97,7 @@ def test_compare_file_mistakes_are_one_line_errors(tmp_path, word_data, change, 
         grid.cells(config)
 
 
+@pytest.mark.e2e
 def test_cells_are_paired_by_seed(tmp_path, word_data):
     compare = load_compare(_compare_file(tmp_path, word_data))
     cells = grid.cells(compare)
@@ -116,6 +117,7 @@ def test_cells_are_paired_by_seed(tmp_path, word_data):
     assert [orders[0].step(s) for s in range(30)] != [orders[2].step(s) for s in range(30)]
 
 
+@pytest.mark.e2e
 def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_online(tmp_path, word_data,
                                                                                       monkeypatch):
     methods = {"kd": "kd", "kd-gradnorm": {"objectives": "kd", "train": {"weighting": {"method": "gradnorm"}}},
@@ -147,6 +149,7 @@ def test_quick_grid_uses_its_own_run_dir(tmp_path, word_data):
         load_compare(_compare_file(tmp_path, word_data, quick=None), quick=True)
 
 
+@pytest.mark.e2e
 def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
     path = _compare_file(tmp_path, word_data)
     rows = runner.run_compare(path, log=lambda *_: None)
@@ -171,6 +174,7 @@ def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
     assert sorted((r["method"], r["seed"], r["ce"]) for r in again) == sorted((r["method"], r["seed"], r["ce"]) for r in rows)
 
 
+@pytest.mark.e2e
 def test_a_failed_cell_is_reported_and_retried(tmp_path, word_data, monkeypatch):
     path = _compare_file(tmp_path, word_data, methods={"sft": "sft"}, baseline="sft", seeds=[0],
                          quick=None)

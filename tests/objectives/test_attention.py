@@ -323,6 +323,7 @@ def test_the_teacher_cache_is_refused_before_any_model_loads(tmp_path, word_data
 
 # ---- a real run (needs the training loop to pass attention_layers / value_layers) ------------------------------
 
+@pytest.mark.e2e
 def test_a_real_run_on_the_smollm2_teacher_logs_the_attention_component(tmp_path, word_data):
     """SmolLM2-135M teacher (9 heads, 3 kv heads, value width 192) -> the 2-layer, 2-head tiny student (width 64)."""
     from conftest import tiny_config

@@ -11,7 +11,7 @@ from lmdistill.teachers import OnlineTeacher, ResponseLM
 from conftest import tiny_config
 from tolerance import TINY_STUDENT, llama_terms, typical
 
-pytestmark = pytest.mark.numerical
+pytestmark = [pytest.mark.numerical, pytest.mark.e2e]
 
 
 def test_teacher_forced_metrics_equal_the_models_own_loss_and_a_float64_kl(tmp_path, word_data):

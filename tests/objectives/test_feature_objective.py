@@ -26,7 +26,7 @@ def test_sequence_level_contrastive_pools_each_sequence_against_a_float64_refere
     none is left out); value and gradient against a brute force."""
     from types import SimpleNamespace
     from lmdistill.objectives.feature import FeatureKD, FeatureParams
-    from test_feature_metrics import metric_terms_and_size, ref_infonce
+    from features.test_feature_metrics import metric_terms_and_size, ref_infonce
     from tolerance import worst
     g = torch.Generator().manual_seed(0)
     where = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
@@ -58,6 +58,7 @@ def test_sequence_level_contrastive_pools_each_sequence_against_a_float64_refere
                                               ("random", "cross_correlation"), ("projection", "mse"),
                                               ("none", "cka"), ("flexkd", "contrastive"),
                                               ("pca", "contrastive:sequence")])
+@pytest.mark.e2e
 def test_each_selector_trains_on_the_real_teacher(tmp_path, word_data, selector, metric):
     metric, _, level = metric.partition(":")
     objectives = [{"name": "ce", "weight": 1.0},
@@ -75,6 +76,7 @@ def test_each_selector_trains_on_the_real_teacher(tmp_path, word_data, selector,
     assert (len(extra) == 1) == (selector == "projection")
 
 
+@pytest.mark.e2e
 def test_trainable_parameters_only_for_projection(tmp_path, word_data):
     from lmdistill.build import build_parts
     for selector, metric in [("flexkd", "pearson"), ("functional", "pearson"), ("pca", "pearson"),
@@ -85,6 +87,7 @@ def test_trainable_parameters_only_for_projection(tmp_path, word_data):
         assert n == (64 * 576 if selector == "projection" else 0), selector
 
 
+@pytest.mark.e2e
 def test_feature_config_mistakes(tmp_path, word_data):
     with pytest.raises(UserError, match="contrastive_level applies to metric contrastive only"):
         build_config(tiny_config(tmp_path, word_data, objectives=[{"name": "feature", "contrastive_level": "sequence"}]))
@@ -97,6 +100,7 @@ def test_feature_config_mistakes(tmp_path, word_data):
         train(config, log=lambda *_: None)
 
 
+@pytest.mark.e2e
 def test_student_wider_than_teacher_needs_projection(tmp_path, word_data):
     wide = {"spec": {"hidden_size": 640, "num_layers": 1, "num_heads": 2}}
     config = build_config(tiny_config(tmp_path / "r", word_data, student=wide, objectives=[{"name": "feature"}]))

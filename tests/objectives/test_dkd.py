@@ -106,6 +106,7 @@ def test_objective_sums_chunks_scales_by_t2_and_leaves_the_teacher_alone():
     assert t.grad is None
 
 
+@pytest.mark.e2e
 def test_a_real_run_logs_the_dkd_component(tmp_path, word_data):
     import json
     from lmdistill.config import build_config

@@ -21,6 +21,7 @@ def feature_config(run_dir, word_data, **feature):
 
 
 @pytest.mark.numerical
+@pytest.mark.e2e
 def test_select_writes_artifact_and_plot(tmp_path, word_data):
     lines = []
     written = select(build_config(feature_config(tmp_path / "run", word_data)), log=lines.append)
@@ -40,6 +41,7 @@ def test_select_writes_artifact_and_plot(tmp_path, word_data):
     assert any("effective functional dimension" in line for line in lines)
 
 
+@pytest.mark.e2e
 def test_train_reuses_a_matching_artifact(tmp_path, word_data):
     config = build_config(feature_config(tmp_path / "run", word_data))
     select(config, log=lambda *_: None)
@@ -57,6 +59,7 @@ def test_train_reuses_a_matching_artifact(tmp_path, word_data):
 
 
 @pytest.mark.numerical
+@pytest.mark.e2e
 def test_train_writes_the_artifact_when_missing(tmp_path, word_data):
     train(build_config(feature_config(tmp_path / "run", word_data, selector="functional")), log=lambda *_: None)
     selections, meta = artifact.load(tmp_path / "run/selection/feature-1.safetensors")
@@ -69,6 +72,7 @@ def test_train_writes_the_artifact_when_missing(tmp_path, word_data):
     assert meta["selector"] == "functional"
 
 
+@pytest.mark.e2e
 def test_stale_artifact_is_refused(tmp_path, word_data):
     shared = str(tmp_path / "shared.safetensors")
     select(build_config(feature_config(tmp_path / "a", word_data, selection_file=shared)), log=lambda *_: None)
@@ -101,6 +105,7 @@ def test_model_fingerprint_sees_a_changed_weight():
     assert model_fingerprint(a) != model_fingerprint(b)
 
 
+@pytest.mark.e2e
 def test_select_cli_errors(tmp_path, word_data, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path / "run", word_data, objectives="sft")))
@@ -114,6 +119,7 @@ def test_select_cli_errors(tmp_path, word_data, capsys):
         artifact.load(bad)
 
 
+@pytest.mark.e2e
 def test_a_selection_file_outside_the_run_never_replaces_a_users_file(tmp_path, word_data):
     mine = tmp_path / "notes"
     mine.mkdir()

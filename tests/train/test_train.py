@@ -12,6 +12,8 @@ from lmdistill.run import train
 from conftest import tiny_config
 from tolerance import TINY_STUDENT, training_terms, typical
 
+pytestmark = pytest.mark.e2e
+
 
 def _weights(run_dir):
     return load_file(f"{run_dir}/student/model.safetensors")

@@ -60,6 +60,7 @@ def test_kept_layers_are_evenly_spaced_with_first_and_last():
 
 
 @pytest.mark.parametrize("importance", ["functional", "activation"])
+@pytest.mark.e2e
 def test_full_width_cut_of_all_layers_is_the_teacher(teacher, examples, tokenizer, importance):
     spec = FromTeacher(layers=30, hidden_size=576, importance=importance, calibration_examples=8)
     student = prune_teacher(spec, teacher, examples, tokenizer.pad_token_id, log=lambda *_: None)
@@ -74,6 +75,7 @@ def test_full_width_cut_of_all_layers_is_the_teacher(teacher, examples, tokenize
     assert tied == (importance == "activation")
 
 
+@pytest.mark.e2e
 def test_folding_norms_alone_keeps_the_logits(teacher, examples, tokenizer):
     student = cut(teacher, list(range(30)), torch.arange(576), rotation=torch.eye(576))
     assert all(torch.equal(layer.input_layernorm.weight, torch.ones(576)) for layer in student.model.layers)
@@ -129,6 +131,7 @@ def test_other_architectures_are_refused(examples, tokenizer):
         prune_teacher(FromTeacher(layers=2, hidden_size=16), gpt2, examples, tokenizer.pad_token_id)
 
 
+@pytest.mark.e2e
 def test_config_mistakes(tmp_path, word_data, teacher, examples, tokenizer):
     with pytest.raises(UserError, match="exactly one of student.model.*student.from_teacher"):
         build_config(tiny_config(tmp_path, word_data, student={"from_teacher": {}}))  # tiny_config has a spec
@@ -144,6 +147,7 @@ def test_config_mistakes(tmp_path, word_data, teacher, examples, tokenizer):
 
 
 @pytest.mark.parametrize("importance", ["activation", "flexkd", "functional"])
+@pytest.mark.e2e
 def test_each_importance_cuts_a_working_student(tmp_path, word_data, importance):
     # the default width is 252, not 256: transformers 5's LlamaConfig only saves a hidden size the 9 heads divide
     student = {"from_teacher": {"layers": 8, "importance": importance,
@@ -161,6 +165,7 @@ def test_each_importance_cuts_a_working_student(tmp_path, word_data, importance)
     assert 0 < ce < 20, ce
 
 
+@pytest.mark.e2e
 def test_a_cut_student_trains_and_saves(tmp_path, word_data):
     student = {"from_teacher": {"hidden_size": 252, "layers": 8, "importance": "functional",
                                 "calibration_examples": 16}, "spec": None}
@@ -172,6 +177,7 @@ def test_a_cut_student_trains_and_saves(tmp_path, word_data):
     assert (saved.config.hidden_size, saved.config.num_hidden_layers, saved.config.tie_word_embeddings) == (252, 8, False)
 
 
+@pytest.mark.e2e
 def test_a_width_transformers_cannot_save_is_refused_before_any_output(tmp_path, word_data):
     student = {"from_teacher": {"hidden_size": 256, "calibration_examples": 16}, "spec": None}
     config = build_config(tiny_config(tmp_path / "run", word_data, student=student))
@@ -180,6 +186,7 @@ def test_a_width_transformers_cannot_save_is_refused_before_any_output(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.e2e
 def test_objectives_are_checked_against_the_cut_student_before_the_calibration_pass(tmp_path, word_data, monkeypatch):
     from lmdistill.models import prune
 

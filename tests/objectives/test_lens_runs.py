@@ -24,6 +24,7 @@ def test_presets():
         ("generalized_jsd", {"beta": 0.5}, 1.0, "uniform:5", True)
 
 
+@pytest.mark.e2e
 def test_lens_config_mistakes(tmp_path, word_data):
     def config(**lens):
         return tiny_config(tmp_path / "r", word_data, objectives=[{"name": "lens", **lens}])
@@ -45,6 +46,7 @@ def test_lens_config_mistakes(tmp_path, word_data):
 
 @pytest.mark.numerical
 @pytest.mark.parametrize("preset", ["distillens", "distillens+ce"])
+@pytest.mark.e2e
 def test_distillens_trains_on_the_smollm2_teacher(tmp_path, word_data, preset):
     config = build_config(tiny_config(tmp_path / preset, word_data, objectives=preset,
                                       student={"spec": {"hidden_size": 64, "num_layers": 3, "num_heads": 2}},

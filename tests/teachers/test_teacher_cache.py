@@ -62,6 +62,7 @@ def _open(path, teacher_and_examples, layers=(10, 30), settings=FULL, examples=N
 
 
 @pytest.mark.parametrize("mode", ["topk", "head"])
+@pytest.mark.e2e
 def test_full_cache_equals_the_online_teacher(built, built_head, teacher_and_examples, mode):
     teacher, tokenizer, examples = teacher_and_examples
     cache = _open(built, teacher_and_examples) if mode == "topk" else _open(built_head, teacher_and_examples, settings=HEAD)
@@ -86,6 +87,7 @@ def test_full_cache_equals_the_online_teacher(built, built_head, teacher_and_exa
                                    atol=typical(terms, a.hidden[layer].abs().max().item()))
 
 
+@pytest.mark.e2e
 def test_top_k_keeps_the_top_exactly_and_the_rest_mass(tmp_path, teacher_and_examples):
     teacher, tokenizer, examples = teacher_and_examples
     k8 = CacheSettings(logits="topk", top_k=8)
@@ -133,6 +135,7 @@ def test_rest_logmass_matches_float64(one_thread):
 @pytest.mark.parametrize("damage, message", [
     ("flip", "checksum"), ("truncate", "partial"), ("manifest", "unfinished"), ("delete", "missing"),
     ("bad_json", "not valid JSON")])
+@pytest.mark.e2e
 def test_damaged_cache_is_refused(tmp_path, built, teacher_and_examples, damage, message):
     path = _copy(built, tmp_path / "c")
     target = path / "topk_logprobs.npy"
@@ -154,6 +157,7 @@ def test_damaged_cache_is_refused(tmp_path, built, teacher_and_examples, damage,
 
 @pytest.mark.parametrize("change, message", [("data", "data_fingerprint"), ("top_k", "top_k"), ("mode", "logits"),
                                              ("dtype", "hidden_dtype"), ("layer", "also needs")])
+@pytest.mark.e2e
 def test_mismatched_cache_is_refused(built, teacher_and_examples, change, message):
     teacher, tokenizer, examples = teacher_and_examples
     kwargs = {"data": {"examples": examples[:23]}, "top_k": {"settings": FULL.model_copy(update={"top_k": 64})},
@@ -163,6 +167,7 @@ def test_mismatched_cache_is_refused(built, teacher_and_examples, change, messag
         _open(built, teacher_and_examples, **kwargs)
 
 
+@pytest.mark.e2e
 def test_a_changed_teacher_is_refused(built, teacher_and_examples):
     teacher, tokenizer, examples = teacher_and_examples
     weight = teacher.model.norm.weight
@@ -176,6 +181,7 @@ def test_a_changed_teacher_is_refused(built, teacher_and_examples):
             weight[0] -= 1.0
 
 
+@pytest.mark.e2e
 def test_stale_cache_is_rebuilt_with_the_union_of_layers(tmp_path, built, teacher_and_examples):
     teacher, tokenizer, examples = teacher_and_examples
     path = _copy(built, tmp_path / "c")
@@ -193,6 +199,7 @@ def test_stale_cache_is_rebuilt_with_the_union_of_layers(tmp_path, built, teache
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.e2e
 def test_an_interrupted_build_leaves_nothing_usable(tmp_path, teacher_and_examples, monkeypatch):
     teacher, tokenizer, examples = teacher_and_examples
     calls = []
@@ -212,6 +219,7 @@ def test_an_interrupted_build_leaves_nothing_usable(tmp_path, teacher_and_exampl
 
 
 @pytest.mark.parametrize("mode", ["head", "topk"])
+@pytest.mark.e2e
 def test_training_from_a_full_cache_equals_online(tmp_path, word_data, teacher_and_examples, mode):
     objectives = [{"name": "ce", "weight": 0.5}, {"name": "logit_kd", "weight": 0.5},
                   {"name": "feature", "weight": 1.0, "selector": "projection", "metric": "mse"},
@@ -235,6 +243,7 @@ def test_training_from_a_full_cache_equals_online(tmp_path, word_data, teacher_a
             assert math.isclose(a[key], b[key], rel_tol=rel), (key, a[key], b[key])
 
 
+@pytest.mark.e2e
 def test_a_directory_that_is_not_a_cache_is_never_replaced(tmp_path, built, teacher_and_examples):
     teacher, tokenizer, examples = teacher_and_examples
     home = tmp_path / "home"

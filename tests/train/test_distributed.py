@@ -15,7 +15,7 @@ from lmdistill.run import train
 from conftest import tiny_config
 from tolerance import TINY_STUDENT, adam_update_norm_tol, training_terms, typical
 
-pytestmark = pytest.mark.numerical
+pytestmark = [pytest.mark.numerical, pytest.mark.e2e]
 
 
 def launch_command(launcher):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-BUILTIN = Path(__file__).resolve().parents[1] / "src" / "lmdistill" / "data" / "builtin"
+BUILTIN = Path(__file__).resolve().parents[2] / "src" / "lmdistill" / "data" / "builtin"
 DATASETS = ("define-word", "spam", "email-subject")
 SPLITS = ("train", "dev", "test")
 MAX_TOTAL_BYTES = 6 * 1024 * 1024

@@ -108,6 +108,7 @@ def _records(run_dir):
 
 
 @pytest.mark.numerical
+@pytest.mark.e2e
 def test_gradnorm_measurement_matches_separate_backward_passes(tmp_path, word_data):
     """After a measurement with rate 1, weight x gradient norm (each measured by its own backward pass at the
     parameters both objectives reach) is the same for CE and KD."""
@@ -137,6 +138,7 @@ def test_gradnorm_measurement_matches_separate_backward_passes(tmp_path, word_da
 
 @pytest.mark.numerical
 @pytest.mark.parametrize("method", ["loss_ratio", "gradnorm"])
+@pytest.mark.e2e
 def test_dynamic_weights_are_logged_used_and_resumed_exactly(tmp_path, word_data, method):
     def config(run):
         return build_config(tiny_config(tmp_path / run, word_data, train={
@@ -157,6 +159,7 @@ def test_dynamic_weights_are_logged_used_and_resumed_exactly(tmp_path, word_data
     assert [r["loss"] for r in _records(tmp_path / "b")] == [r["loss"] for r in records]
 
 
+@pytest.mark.e2e
 def test_scheduled_pairs_and_objectives_switch_on_during_training(tmp_path, word_data):
     """Hierarchical transfer: two feature pairs with their own weights and schedules, a KD term starting late."""
     run = tmp_path / "run"
