@@ -69,6 +69,29 @@ def main():
     torch.manual_seed(0)
     out = Path(args.out)
     record = provenance(out)
+    parts, student_note, batches = load_pair(args)
+    objectives, layers = prepare_objectives(parts, out)
+    student = ResponseLM(parts.student, parts.vocab_size)
+    online = OnlineTeacher(parts.teacher, parts.vocab_size)
+    reference = {name: loss_and_grad(o, student, online, batches) for name, o in objectives.items()}
+    settings = cache_settings(args.top_k)
+    columns, passes = compare_caches(parts, settings, objectives, layers, student, batches, reference, out)
+    passes["online"] = pass_seconds(lambda: [online(b, layers) for b in batches])
+    timing = {label: statistics.median(t) / len(batches) for label, t in passes.items()}
+    report = report_text(record, student_note, batches, list(settings), columns, timing)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.json").write_text(json.dumps(
+        {"columns": {label: {name: dict(zip(("loss_rel_diff", "grad_cosine", "grad_rel_diff"), c))
+                             for name, c in cells.items()} for label, cells in columns.items()},
+         "teacher_pass_seconds": passes, "batches": len(batches)}, indent=1))
+    write_provenance(out / "provenance.json", record)
+    (out / "README.md").write_text(report)
+    print(report)
+
+
+def load_pair(args):
+    """The demo's parts on the first --examples training examples, with the --student when it exists; a note naming
+    the student; the examples in batches of 8 (dicts with 'index')."""
     config = load_config("configs/demo.yaml", ["data.max_train_examples=" + str(args.examples)])
     parts = build_parts(config, splits=("train",), log=lambda *_: None)
     student_note = "configs/demo.yaml's fresh student"
@@ -77,18 +100,33 @@ def main():
     examples = parts.splits["train"].examples
     batches = [{**collate(examples[i:i + 8], parts.tokenizer.pad_token_id), "index": torch.arange(i, i + 8)}
                for i in range(0, len(examples) - 7, 8)]
+    return parts, student_note, batches
+
+
+def prepare_objectives(parts, out):
+    """OBJECTIVES built and prepared for parts' models, and the teacher layers they need together."""
+    examples = parts.splits["train"].examples
     context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
     specs = Config.model_validate({"objectives": list(OBJECTIVES.values())}).objectives
     objectives = dict(zip(OBJECTIVES, build_objectives(specs, context)))
     for o in objectives.values():
         o.prepare(parts.teacher, examples, parts.tokenizer.pad_token_id, log=lambda *_: None, run_dir=out / "work")
     layers = union(o.needs() for o in objectives.values()).teacher.hidden
-    student = ResponseLM(parts.student, parts.vocab_size)
-    online = OnlineTeacher(parts.teacher, parts.vocab_size)
-    reference = {name: loss_and_grad(o, student, online, batches) for name, o in objectives.items()}
+    return objectives, layers
+
+
+def cache_settings(top_k):
+    """The cache settings compared, by column label: head, each top-k, the largest top-k with float32 hidden states."""
     settings = {"head": CacheSettings(logits="head")}
-    settings.update({f"k={k}": CacheSettings(logits="topk", top_k=k) for k in args.top_k})
-    settings[f"k={max(args.top_k)} float32"] = CacheSettings(logits="topk", top_k=max(args.top_k), hidden_dtype="float32")
+    settings.update({f"k={k}": CacheSettings(logits="topk", top_k=k) for k in top_k})
+    settings[f"k={max(top_k)} float32"] = CacheSettings(logits="topk", top_k=max(top_k), hidden_dtype="float32")
+    return settings
+
+
+def compare_caches(parts, settings, objectives, layers, student, batches, reference, out):
+    """For each cache setting: each objective's (loss relative difference, gradient cosine, gradient relative
+    difference) against its online `reference`, and the seconds of each pass of the cached teacher."""
+    examples = parts.splits["train"].examples
     columns, passes = {}, {}
     for label, setting in settings.items():
         path = out / "work" / ("cache-" + label.replace("=", "").replace(" ", "-"))
@@ -104,14 +142,16 @@ def main():
                                     (grad @ ref_grad / (grad.norm() * ref_grad.norm())).item(),
                                     ((grad - ref_grad).norm() / ref_grad.norm()).item())
         passes[label] = pass_seconds(lambda: [cached(b, layers) for b in batches])
-    passes["online"] = pass_seconds(lambda: [online(b, layers) for b in batches])
-    timing = {label: statistics.median(t) / len(batches) for label, t in passes.items()}
+    return columns, passes
+
+
+def report_text(record, student_note, batches, names, columns, timing):
+    """The README: one row per objective, one column per cache setting, then the teacher's time per batch."""
     report = header("Teacher cache fidelity: each objective, cached teacher vs online", record)
     report += (f"Student: {student_note}; {len(batches) * 8} define-word training examples in batches of 8 "
                f"({sum(int(response_positions(b['labels']).sum()) for b in batches)} response positions). Cell: relative "
                f"loss difference / gradient cosine / relative gradient difference (gradient w.r.t. every student "
                f"parameter); cosine 1 and differences near 1e-7 mean float32 rounding. head: logits through the teacher's LM head from the stored final hidden state (float32); k=K: top-K log-probs + rest. Other hidden states float16 unless the column says float32.\n\n")
-    names = list(settings)
     report += "| objective | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     for name in OBJECTIVES:
         cells = [f"{c[name][0]:.1e} / {c[name][1]:.5f} / {c[name][2]:.1e}" for c in columns.values()]
@@ -119,14 +159,7 @@ def main():
     report += ("\nTeacher time per batch of 8 (median of 3 passes): online forward (the layers above) "
                f"{timing['online'] * 1000:.0f} ms; from the cache: "
                + ", ".join(f"{n} {timing[n] * 1000:.1f} ms" for n in names) + ".\n")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rows.json").write_text(json.dumps(
-        {"columns": {label: {name: dict(zip(("loss_rel_diff", "grad_cosine", "grad_rel_diff"), c))
-                             for name, c in cells.items()} for label, cells in columns.items()},
-         "teacher_pass_seconds": passes, "batches": len(batches)}, indent=1))
-    write_provenance(out / "provenance.json", record)
-    (out / "README.md").write_text(report)
-    print(report)
+    return report
 
 
 def pass_seconds(fn, repeats=3):
