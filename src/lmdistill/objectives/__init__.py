@@ -1,7 +1,7 @@
 """Objectives: one small class per loss, looked up by name from one registry.
 
-An objective sees the student's and the teacher's outputs at response positions (`ModelOutputs`)
-and returns the SUM of its per-token loss; the training loop divides by the global count of response
+An objective declares what it reads from each model (`needs()`, needs.py), sees the student's and the
+teacher's outputs at response positions (`teachers.ModelOutputs`) and returns the SUM of its per-token loss; the training loop divides by the global count of response
 tokens, so accumulation and multi-process runs normalise the same way.
 """
 from lmdistill.objectives.base import OBJECTIVES, Objective, ObjectiveParams, objective_params_class, register
