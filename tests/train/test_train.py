@@ -119,7 +119,9 @@ def test_teacher_is_frozen_and_in_eval_mode(word_data, tmp_path):
 
 def test_impossible_layer_index_is_refused(tmp_path, word_data, monkeypatch):
     from lmdistill.objectives.ce import CrossEntropy
-    monkeypatch.setattr(CrossEntropy, "student_layers", lambda self: (7,))
+    from lmdistill.objectives.needs import Needs
+    from lmdistill.teachers import Request
+    monkeypatch.setattr(CrossEntropy, "needs", lambda self: Needs(student=Request(hidden=(7,)), teacher=None))
     config = build_config(tiny_config(tmp_path / "r", word_data))
     with pytest.raises(UserError, match="student layer 7 does not exist"):
         train(config, log=lambda *_: None)
