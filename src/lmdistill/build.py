@@ -53,13 +53,23 @@ def planned_objectives(config, teacher_config=None):
     return objectives
 
 
-def check_teacher(kind, objectives):
-    """UserError when the teacher class `kind` cannot give what one of `objectives` needs from the teacher."""
+def teacher_refusal(kind, objectives):
+    """(objective, why) for the first of `objectives` needing teacher outputs the teacher class `kind` cannot give,
+    or None when it can give them all."""
     for objective in objectives:
         request = objective.needs().teacher
         why = kind.refuses(request) if request is not None else None
         if why:
-            raise UserError(f"objective '{objective.name}': {why} or the {objective.name} objective")
+            return objective, why
+    return None
+
+
+def check_teacher(kind, objectives):
+    """UserError when the teacher class `kind` cannot give what one of `objectives` needs from the teacher."""
+    refused = teacher_refusal(kind, objectives)
+    if refused:
+        objective, why = refused
+        raise UserError(f"objective '{objective.name}': {why} or the {objective.name} objective")
 
 
 def load_splits(config, tokenizer, splits):

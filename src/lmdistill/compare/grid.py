@@ -53,10 +53,9 @@ def task_config(compare, task, method, seed):
 def cache_serves(config):
     """Whether the teacher cache can give every objective of `config` what it needs from the teacher (read from the
     models' configs: nothing is loaded)."""
-    from lmdistill.build import planned_objectives
+    from lmdistill.build import planned_objectives, teacher_refusal
     from lmdistill.teachers.cached import CachedTeacher
-    requests = [o.needs().teacher for o in planned_objectives(config)]
-    return not any(CachedTeacher.refuses(r) for r in requests if r is not None)
+    return teacher_refusal(CachedTeacher, planned_objectives(config)) is None
 
 
 def cells(compare):

@@ -54,7 +54,7 @@ def prepare_task(compare, task, task_cells, log=print):
     if cached:
         build_task_cache(compare, task, parts, cached, log)
     if reference is None:
-        reference = reference_record(task, parts, first, root, log)
+        reference = reference_record(task, parts, root, log)
         atomic_write_json(ref_path, reference)
     del parts
     gc.collect()
@@ -77,11 +77,12 @@ def build_task_cache(compare, task, parts, cached, log=print):
     log(f"{task}: teacher cache ready in {time.time() - started:.0f} s ({size / 2**20:.0f} MiB)")
 
 
-def reference_record(task, parts, first, root, log=print):
+def reference_record(task, parts, root, log=print):
     """The teacher's held-out CE (and generation scores) and the trivial baselines': every cell's reference rows."""
     from lmdistill.eval.run import held_out, reference_rows
     from lmdistill.eval.teacher_forced import teacher_forced
     from lmdistill.teachers import ResponseLM
+    first = parts.config  # the task's first cell: teacher, data and eval are the same in all of them
     split = first.eval.split
     log(f"{task}: evaluating the teacher and the trivial baselines on {split}")
     examples = held_out(parts, split)
