@@ -362,18 +362,18 @@ def test_closed_form_gradients_match_autograd(name, params, scale):
     s64 = s.double().requires_grad_(True)
     want = per_row(s64, t.double())
     want_grad, = torch.autograd.grad(want.sum(), s64)
-    got, got_grad = D._closed_form(per_row)(s.double(), t.double())
+    got, got_grad = D.closed_form(per_row)(s.double(), t.double())
     m, sizes = magnitudes(s, t, mean=False)  # per row: positions = 1; at scale 30, M ~ 400
     assert_value_close(got, want.detach(), m, 1, eps=EPS64)  # float64 both: the same bounds with EPS64
     assert_grad_close(got_grad, want_grad, sizes, eps=EPS64)
-    got32, grad32 = D._closed_form(per_row)(s, t)  # float32: finite, and close on the scale of probabilities
+    got32, grad32 = D.closed_form(per_row)(s, t)  # float32: finite, and close on the scale of probabilities
     assert torch.isfinite(got32).all() and torch.isfinite(grad32).all()
     assert_grad_close(grad32, want_grad, sizes)
 
 
 def test_divergences_without_closed_form_use_autograd():
     for name in ("skew_forward_kl", "skew_reverse_kl", "tvd", "akl"):
-        assert D._closed_form(getattr(D, f"_{name}")) is None
+        assert D.closed_form(getattr(D, f"_{name}")) is None
 
 
 @pytest.mark.parametrize("name,beta", [("forward_kl", None), ("reverse_kl", None), ("generalized_jsd", 0.1),

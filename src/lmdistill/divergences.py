@@ -27,12 +27,11 @@ contributes 0 (xlogy convention), and a teacher -inf logit (masked / padded voca
 reverse-KL sum as in DistiLLM's and MiniLLM's `inf_mask` instead of making the loss +inf.
 """
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 
+from lmdistill.chunked import Head, chunked_sum  # noqa: F401 (Head is part of this module's interface)
 from lmdistill.errors import did_you_mean
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -202,7 +201,7 @@ _GRADS = {_forward_kl: _forward_kl_grad, _reverse_kl: _reverse_kl_grad, _general
           _symmetric_kl: _symmetric_kl_grad}
 
 
-def _closed_form(fn):
+def closed_form(fn):
     """The closed-form (values, gradient) twin of a per-row function (maybe a partial), or None."""
     base, params = (fn.func, fn.keywords) if isinstance(fn, partial) else (fn, {})
     return partial(_GRADS[base], **params) if base in _GRADS else None
@@ -210,73 +209,6 @@ def _closed_form(fn):
 
 # -----------------------------------------------------------------------------
 # shared driver
-
-@dataclass(frozen=True)
-class Head:
-    """Maps hidden states [c, d] to logits [c, V] inside each chunk (a logit lens, or a model's own LM head), so
-    the full [N, V] logits never exist. `params` are the tensors it reads that may need gradients (a student's
-    LM head weights); a teacher's head runs without gradients."""
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    params: tuple = ()
-
-
-class _Chunked(torch.autograd.Function):
-    """Sum over chunks of rows of the weighted per-row divergence, each chunk's backward run right after its forward.
-
-    Only the gradients are kept for backward (the size of s and of the head's parameters), never a chunk's [c, V]
-    intermediates, and nothing is recomputed: backward only scales them by the incoming gradient. `logits(sc, tc)`
-    gives a chunk's scaled student logits (differentiable) and teacher logits; `rows` are tensors cut into the same
-    chunks that need no gradient (teacher inputs, position weights).
-    """
-
-    @staticmethod
-    def forward(ctx, logits, fn, chunk_size, s, rows, *params):
-        wants_s = ctx.needs_input_grad[3]
-        trainable = [p for p, wants in zip(params, ctx.needs_input_grad[5:]) if wants]
-        closed_form = _closed_form(fn)
-        grad_s = torch.zeros_like(s) if wants_s else None
-        grad_p = [torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for p in trainable]
-        total = 0.0
-        for start in range(0, s.shape[0], chunk_size):
-            sc = s[start:start + chunk_size].detach().requires_grad_(wants_s)
-            tc, *wc = (r[start:start + chunk_size] for r in rows)
-            with torch.enable_grad():
-                z, tz = logits(sc, tc)
-                if closed_form is None:
-                    values = _weighted(fn(z, tz), wc)
-                    del tz  # [c, V] buffers are what bounds memory: free each as soon as it is used
-                    grads = torch.autograd.grad(values.sum(), [sc] * wants_s + trainable, allow_unused=True)
-            if closed_form is not None:
-                values, gz = closed_form(z.detach(), tz)
-                del tz
-                values, gz = _weighted(values, wc), _weighted(gz, wc)
-                grads = torch.autograd.grad(z, [sc] * wants_s + trainable, gz, allow_unused=True)
-            if wants_s:
-                grad_s[start:start + chunk_size] = grads[0]
-            for acc, g in zip(grad_p, grads[wants_s:]):
-                if g is not None:
-                    acc += g
-            total = total + values.sum().detach()
-        ctx.save_for_backward(grad_s, *grad_p)
-        ctx.param_wants = ctx.needs_input_grad[5:]
-        ctx.param_dtypes = [p.dtype for p in trainable]
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_s, *grad_p = ctx.saved_tensors
-        grad_p = iter(g.mul(grad_out).to(dtype) for g, dtype in zip(grad_p, ctx.param_dtypes))
-        return (None, None, None, None if grad_s is None else grad_s * grad_out, None,
-                *(next(grad_p) if wants else None for wants in ctx.param_wants))
-
-
-def _weighted(x, weights):
-    """x [c] or [c, V] times the chunk's position weights [c], when there are any."""
-    if not weights:
-        return x
-    w = weights[0].to(x.dtype)
-    return x * (w if x.ndim == 1 else w[:, None])
-
 
 def _rows(x, shape, mask, what):
     """x [..., k] or [...] (shape = the positions' shape) as rows [n, k] or [n], keeping the rows where mask is true."""
@@ -323,11 +255,7 @@ def _reduce(fn, student, teacher, mask, temperature, *, chunk_size=DEFAULT_CHUNK
     if n == 0:  # a zero that is still part of the graph
         zero = s.sum() + sum((p.sum() * 0 for p in params), torch.zeros((), device=s.device))
         return zero.to(torch.promote_types(s.dtype, torch.float32))
-    if torch.is_grad_enabled() and (s.requires_grad or any(p.requires_grad for p in params)):
-        total = _Chunked.apply(logits, fn, chunk_size, s, tuple(rows), *params)
-    else:
-        total = sum(_weighted(fn(*logits(sc, tc)), wc).sum()
-                    for sc, tc, *wc in zip(s.split(chunk_size), *(r.split(chunk_size) for r in rows)))
+    total = chunked_sum(logits, fn, chunk_size, s, rows, params, closed_form(fn))
     return total / n if reduction == "mean" else total
 
 
@@ -418,6 +346,18 @@ def akl(student_logits, teacher_logits, mask=None, temperature=1.0, *, mu=0.5, *
 
 DIVERGENCES = {f.__name__: f for f in (forward_kl, reverse_kl, generalized_jsd, symmetric_kl, skew_forward_kl,
                                        skew_reverse_kl, tvd, akl)}
+
+
+_PER_ROW = {"forward_kl": _forward_kl, "reverse_kl": _reverse_kl, "generalized_jsd": _generalized_jsd,
+            "symmetric_kl": _symmetric_kl, "skew_forward_kl": _skew_forward_kl, "skew_reverse_kl": _skew_reverse_kl,
+            "tvd": _tvd, "akl": _akl}
+
+
+def per_row(name, **params):
+    """The per-position function of a registered divergence: (student [c, V], teacher [c, V] logits, already divided
+    by T) -> [c]. For objectives that build their own rows (cross-tokenizer losses) and call `chunked_sum`."""
+    get_divergence(name)
+    return partial(_PER_ROW[name], **params) if params else _PER_ROW[name]
 
 
 def get_divergence(name):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lmdistill.data import IGNORE
-from lmdistill.divergences import Head
+from lmdistill.chunked import Head
 from lmdistill.errors import UserError
 
 
