@@ -1,0 +1,139 @@
+"""Losses between next-token distributions over two different vocabularies, at aligned groups of response tokens.
+
+An aligned group is a stretch of response text that both tokenizations cover with whole tokens (`crosstok.align`).
+A group's distribution on each side follows the chain rule, as TRL GOLD's "bayesian" merge: the full next-token
+distribution at the group's last token times the probability the model gives the group's earlier tokens, so its
+entry at the actual last token is the probability of the whole group's text. (Scaling does not change a sort
+order, so a group's sorted vector is its last row's, scaled.)
+
+- ULD (Boizard et al. 2024, "Towards Cross-Tokenizer Distillation: the Universal Logit Distillation Loss"):
+  sum_k |sort(q)_k - sort(p)_k| per group, both sorted descending, the shorter vocabulary padded with zeros.
+- Hybrid (as GOLD's): an exact divergence between the two distributions renormalised over the tokens both
+  vocabularies share (the same bytes, `crosstok.vocab.shared_tokens`), plus ULD over the tokens they do not share.
+  GOLD compares the unnormalised shared probabilities; renormalising makes the exact part a true divergence.
+
+Student rows carry gradients; the teacher's rows may be hidden states mapped to logits by its head inside each chunk
+(`chunked.Head`), so the teacher's [groups x vocab] logits exist one chunk at a time.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from lmdistill.chunked import chunked_sum
+
+
+@dataclass
+class GroupRows:
+    """Where G aligned groups sit among one model's N response rows (row r predicts response token r)."""
+    last: torch.Tensor   # [G] long: the row predicting each group's last token
+    group: torch.Tensor  # [N] long: each row's group, -1 for a row in none (e.g. past a truncation)
+
+
+def prefix_log_probs(row_log_probs, rows):
+    """[G]: each group's log-probability of its tokens before the last (0 for a one-token group), from the log-prob of
+    each row's actual token `row_log_probs` [M] given at the rows `earlier_rows(rows)`."""
+    earlier = earlier_rows(rows)
+    out = torch.zeros(len(rows.last), dtype=row_log_probs.dtype, device=row_log_probs.device)
+    return out.index_add(0, rows.group[earlier], row_log_probs)
+
+
+def earlier_rows(rows):
+    """[M] long: the rows inside a group that are not its last."""
+    inside = rows.group >= 0
+    inside[rows.last] = False
+    return inside.nonzero().squeeze(-1)
+
+
+def sorted_l1(q, p):
+    """[c]: sum_k |sort(q)_k - sort(p)_k| per row of q [c, Vq] and p [c, Vp] (non-negative), the shorter padded with 0.
+    Past the shorter length only the longer side has entries, so that part is its remaining mass."""
+    if q.shape[-1] > p.shape[-1]:
+        q, p = p, q
+    k = q.shape[-1]
+    short = q.sort(-1, descending=True).values
+    top = p.topk(k, -1).values if p.shape[-1] > k else p.sort(-1, descending=True).values
+    tail = (p.sum(-1) - top.sum(-1)).clamp_min(0) if p.shape[-1] > k else 0.0
+    return (short - top).abs().sum(-1) + tail
+
+
+def group_log_probs(z):
+    """log of a group's distribution from [c, V + 1]: logits (already / T), then the group's prefix log-prob."""
+    return z[:, :-1].log_softmax(-1) + z[:, -1:]
+
+
+def uld_rows(z, tz):
+    """ULD per group from each side's [c, V + 1] (logits, prefix log-prob)."""
+    return sorted_l1(group_log_probs(z).exp(), group_log_probs(tz).exp())
+
+
+class HybridRows:
+    """Per group: `exact` (a per-row divergence, `divergences.per_row`) over the shared tokens, renormalised, plus ULD
+    over the rest. Records the teacher's mass on the shared tokens (summed over groups) in `shared_mass`."""
+
+    def __init__(self, exact, student_shared, teacher_shared, student_vocab, teacher_vocab, exact_weight=1.0,
+                 uld_weight=1.0):
+        self.exact, self.exact_weight, self.uld_weight = exact, exact_weight, uld_weight
+        self.s_ids, self.t_ids = student_shared, teacher_shared
+        self.s_rest = _complement(student_shared, student_vocab)
+        self.t_rest = _complement(teacher_shared, teacher_vocab)
+        self.shared_mass = 0.0
+
+    def __call__(self, z, tz):
+        lq, lp = group_log_probs(z), group_log_probs(tz)
+        with torch.no_grad():
+            self.shared_mass += (lp[:, self.t_ids].logsumexp(-1) - lp.logsumexp(-1)).exp().sum().item()
+        exact = self.exact(lq[:, self.s_ids], lp[:, self.t_ids])
+        rest = sorted_l1(lq[:, self.s_rest].exp(), lp[:, self.t_rest].exp())
+        return self.exact_weight * exact + self.uld_weight * rest
+
+
+def _complement(ids, size):
+    keep = torch.ones(size, dtype=torch.bool, device=ids.device)
+    keep[ids] = False
+    return keep.nonzero().squeeze(-1)
+
+
+def target_log_probs(inputs, targets, head=None, temperature=1.0, chunk_size=64):
+    """[n]: log p(target) of each row, from logits [n, V] or, with a `Head`, hidden states [n, d] (chunked)."""
+    if head is None:
+        z = inputs.to(_wide(inputs)) / temperature
+        return z.gather(-1, targets[:, None]).squeeze(-1) - z.logsumexp(-1)
+    out = [target_log_probs(head.fn(x), t, None, temperature) for x, t in
+           zip(inputs.split(chunk_size), targets.split(chunk_size))]
+    return torch.cat(out) if out else inputs.new_zeros(0)
+
+
+def group_loss(rows_fn, student_logits, student_targets, student_rows, teacher_inputs, teacher_targets, teacher_rows,
+               teacher_head=None, temperature=1.0, chunk_size=64):
+    """Sum over aligned groups of rows_fn (uld_rows or a HybridRows): gradients reach the student logits [Ns, Vs];
+    the teacher's inputs [Nt, Vt] logits, or [Nt, d] hidden states with `teacher_head`, get none."""
+    if len(student_rows.last) != len(teacher_rows.last):
+        raise ValueError(f"{len(student_rows.last)} student groups but {len(teacher_rows.last)} teacher groups")
+    earlier = earlier_rows(student_rows)
+    s_prefix = prefix_log_probs(
+        target_log_probs(student_logits[earlier], student_targets[earlier], None, temperature), student_rows)
+    with torch.no_grad():
+        t_earlier = earlier_rows(teacher_rows)
+        t_prefix = prefix_log_probs(target_log_probs(
+            teacher_inputs[t_earlier], teacher_targets[t_earlier], teacher_head, temperature, chunk_size), teacher_rows)
+    s = torch.cat([student_logits[student_rows.last].to(_wide(student_logits)) / temperature, s_prefix[:, None]], -1)
+    t = teacher_inputs[teacher_rows.last].detach()
+    t = torch.cat([t.to(_wide(t)), t_prefix[:, None].to(_wide(t))], -1)
+
+    def logits(sc, tc):
+        if teacher_head is not None:
+            with torch.no_grad():
+                z = teacher_head.fn(tc[:, :-1].to(teacher_inputs.dtype))
+                tc = torch.cat([z.to(_wide(z)) / temperature, tc[:, -1:].to(_wide(z))], -1)
+        else:
+            tc = torch.cat([tc[:, :-1] / temperature, tc[:, -1:]], -1)
+        return sc, tc
+
+    if s.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    return chunked_sum(logits, rows_fn, chunk_size, s, [t])
+
+
+def _wide(x):
+    """float32, or x's dtype when it is wider (a float64 reference)."""
+    return torch.promote_types(x.dtype, torch.float32)
