@@ -13,7 +13,14 @@ from lmdistill.teachers import OnlineTeacher, ResponseLM
 class ObjectiveContext:
     teacher_config: object
     student_config: object
-    vocab_size: int
+    vocab_size: int                    # the student's vocabulary (and the teacher's, when they share a tokenizer)
+    teacher_vocab: int | None = None   # the teacher's, when its tokenizer is another
+    shared_tokens: tuple | None = None  # (student ids, teacher ids) of the tokens both vocabularies have (the same
+    #   bytes), when the tokenizers differ
+
+    @property
+    def cross_tokenizer(self):
+        return self.teacher_vocab is not None
 
 
 @dataclass

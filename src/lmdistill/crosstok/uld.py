@@ -79,6 +79,9 @@ class HybridRows:
         self.shared_mass = 0.0
 
     def __call__(self, z, tz):
+        if self.s_ids.device != z.device:
+            self.s_ids, self.t_ids, self.s_rest, self.t_rest = (
+                x.to(z.device) for x in (self.s_ids, self.t_ids, self.s_rest, self.t_rest))
         lq, lp = group_log_probs(z), group_log_probs(tz)
         with torch.no_grad():
             self.shared_mass += (lp[:, self.t_ids].logsumexp(-1) - lp.logsumexp(-1)).exp().sum().item()

@@ -23,8 +23,11 @@ class EncodeStats:
                 f"(prompt too long) at max_length {max_length}")
 
 
-def uses_chat_template(tokenizer, cfg):
-    return cfg.use_chat_template and bool(getattr(tokenizer, "chat_template", None))
+def uses_chat_template(tokenizer, cfg, chat=None):
+    """Whether prompts are rendered with the tokenizer's chat template: `chat` (a model's own setting) or else
+    data.use_chat_template asks for it, and the tokenizer has one."""
+    wanted = cfg.use_chat_template if chat is None else chat
+    return wanted and bool(getattr(tokenizer, "chat_template", None))
 
 
 def _messages(prompt, cfg):
@@ -32,9 +35,9 @@ def _messages(prompt, cfg):
     return system + [{"role": "user", "content": prompt}]
 
 
-def render(tokenizer, prompt, response, cfg):
+def render(tokenizer, prompt, response, cfg, chat=None):
     """(prompt text, response text): the response text is everything the model must learn to write."""
-    if not uses_chat_template(tokenizer, cfg):
+    if not uses_chat_template(tokenizer, cfg, chat):
         return prompt + "\n", response + (tokenizer.eos_token or "")
     messages = _messages(prompt, cfg)
     prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -45,27 +48,47 @@ def render(tokenizer, prompt, response, cfg):
     return prompt_text, full[len(prompt_text):].rstrip()
 
 
-def encode(records, tokenizer, cfg):
-    """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported."""
+def check_system_prompt(tokenizer, cfg, chat=None):
     default_system = type(cfg).model_fields["system_prompt"].default
-    no_template = cfg.use_chat_template and not uses_chat_template(tokenizer, cfg)
-    if no_template and cfg.system_prompt not in (None, default_system):
+    wanted = cfg.use_chat_template if chat is None else chat
+    if wanted and not uses_chat_template(tokenizer, cfg, chat) and cfg.system_prompt not in (None, default_system):
         raise UserError("data.system_prompt is set but the teacher's tokenizer has no chat template to put it in; "
                         "remove data.system_prompt (prompts are then used as plain text)")
-    rendered = [render(tokenizer, r["prompt"], r["response"], cfg) for r in records]
-    chat = uses_chat_template(tokenizer, cfg)
+
+
+def tokenize(tokenizer, rendered, chat, offsets=False):
+    """(prompt ids, response ids[, response offsets]) of rendered (prompt text, response text) pairs. A plain
+    prompt gets the tokenizer's special tokens (e.g. BOS); a chat template writes its own."""
     prompts = tokenizer([p for p, _ in rendered], add_special_tokens=not chat)["input_ids"]
-    responses = tokenizer([r for _, r in rendered], add_special_tokens=False)["input_ids"]
+    responses = tokenizer([r for _, r in rendered], add_special_tokens=False, return_offsets_mapping=offsets)
+    if offsets:
+        return prompts, responses["input_ids"], responses["offset_mapping"]
+    return prompts, responses["input_ids"]
+
+
+def fit(prompt, response, max_length, stats):
+    """(prompt, response) token lists cut to max_length (the response truncated), or None when the prompt alone
+    fills it; counted in stats."""
+    room = max_length - len(prompt)
+    if room < 1:
+        stats.dropped += 1
+        return None
+    if len(response) > room:
+        stats.truncated += 1
+        response = response[:room]
+    return prompt, response
+
+
+def encode(records, tokenizer, cfg):
+    """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported."""
+    check_system_prompt(tokenizer, cfg)
+    rendered = [render(tokenizer, r["prompt"], r["response"], cfg) for r in records]
+    prompts, responses = tokenize(tokenizer, rendered, uses_chat_template(tokenizer, cfg))
     stats, examples = EncodeStats(total=len(records)), []
     for record, p, r in zip(records, prompts, responses):
-        room = cfg.max_length - len(p)
-        if room < 1:
-            stats.dropped += 1
-            continue
-        if len(r) > room:
-            stats.truncated += 1
-            r = r[:room]
-        examples.append(Example(p + r, len(p), record["prompt"], record["response"]))
+        kept = fit(p, r, cfg.max_length, stats)
+        if kept is not None:
+            examples.append(Example(kept[0] + kept[1], len(kept[0]), record["prompt"], record["response"]))
     if not examples:
         raise UserError(f"no example fits in data.max_length {cfg.max_length}; raise it")
     return examples, stats

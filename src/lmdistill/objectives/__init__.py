@@ -7,7 +7,7 @@ tokens, so accumulation and multi-process runs normalise the same way.
 from lmdistill.objectives.base import OBJECTIVES, Objective, ObjectiveParams, objective_params_class, register
 
 # Importing the modules fills the registry.
-from lmdistill.objectives import attention, ce, dkd, feature, lens, logit_kd  # noqa: E402,F401
+from lmdistill.objectives import attention, ce, dkd, feature, lens, logit_kd, uld  # noqa: E402,F401
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveParams", "objective_params_class", "register", "build_objectives",
            "labels_of"]

@@ -36,6 +36,9 @@ def objective_params_class(name):
 class Objective:
     name: ClassVar[str]
     Params: ClassVar[type[ObjectiveParams]] = ObjectiveParams
+    # whether it works when teacher and student tokenize differently (it reads the teacher's rows through
+    # ModelOutputs.alignment, or no teacher output); objectives comparing the two token by token do not
+    cross_tokenizer: ClassVar[bool] = False
     step, total_steps = 0, 1  # set by the trainer before each step, for objectives with their own schedules
 
     def __init__(self, params, context):

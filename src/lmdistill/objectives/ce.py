@@ -15,6 +15,7 @@ class CrossEntropy(Objective):
     """The task loss: next-token cross-entropy on response tokens (SFT)."""
     name = "ce"
     Params = CEParams
+    cross_tokenizer = True
 
     def needs(self):
         return Needs(teacher=None)  # reads no teacher output

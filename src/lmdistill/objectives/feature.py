@@ -71,6 +71,7 @@ class FeatureParams(PairParams):
 class FeatureKD(LayerPairs, Objective):
     name = "feature"
     Params = FeatureParams
+    cross_tokenizer = True  # at the positions where both tokenizations end at the same character
 
     def __init__(self, params, context):
         super().__init__(params, context)
@@ -106,12 +107,15 @@ class FeatureKD(LayerPairs, Objective):
             if factor == 0:  # switched off by its schedule
                 continue
             s_feat, t_feat = student.hidden[s], teacher.hidden[t]
+            sequence = self.params.contrastive_level == "sequence"
+            if teacher.alignment is not None and not sequence:  # another tokenizer: the aligned positions
+                s_feat, t_feat = s_feat[teacher.alignment.student_starts], t_feat[teacher.alignment.teacher_starts]
             if self.selector.learned:
                 s_feat = self.projections[i](s_feat)
             elif self.selector.selects:
                 t_feat = self.selections[t].apply(t_feat)
-            if self.params.contrastive_level == "sequence":
-                s_feat, t_feat = sequence_means(s_feat, student.where), sequence_means(t_feat, student.where)
+            if sequence:  # each model's own positions: the sequences are the same
+                s_feat, t_feat = sequence_means(s_feat, student.where), sequence_means(t_feat, teacher.where)
             total = total + factor * self.metric(s_feat, t_feat)
         return total * len(student.targets)
 

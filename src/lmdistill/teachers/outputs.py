@@ -31,7 +31,8 @@ class Request:
 
 @dataclass
 class ModelOutputs:
-    logits: torch.Tensor                 # [N, V] at the N positions that predict a response token
+    logits: torch.Tensor | None          # [N, V] at the N positions that predict a response token; None when the
+    #   vocabulary is too large to hold them all (a cross-tokenizer teacher): then `final` holds what the LM head reads
     targets: torch.Tensor                # [N] the response tokens they predict
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # hidden_states index -> [N, d]
     lm: nn.Module | None = None          # the model, for objectives that apply its own head (logit lens)
@@ -42,6 +43,9 @@ class ModelOutputs:
     values: dict[int, torch.Tensor] = field(default_factory=dict)  # [B, L, kv_heads * head_dim] v_proj output
     where: torch.Tensor | None = None           # [B, L-1] bool: the response positions (response_positions(labels))
     attention_mask: torch.Tensor | None = None  # [B, L] the batch's padding mask (1 = token)
+    final: torch.Tensor | None = None    # [N, d] the last hidden state (after the final norm), when logits is None
+    alignment: object = None             # a teacher with another tokenizer: crosstok.rows.BatchAlignment of its rows
+    #   with the student's; None when both share one tokenizer (row i of each is the same position)
 
 
 def response_positions(labels):

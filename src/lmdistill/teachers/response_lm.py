@@ -12,10 +12,11 @@ from lmdistill.teachers.outputs import ModelOutputs, Request, lm_head_logits, re
 
 
 class ResponseLM(nn.Module):
-    def __init__(self, lm, vocab_size=None):
+    def __init__(self, lm, vocab_size=None, logits=True):
         super().__init__()
         self.lm = lm
         self.vocab_size = vocab_size  # keep only the columns shared with the other model
+        self.logits = logits          # False: return the final hidden state instead (a vocabulary too large to hold)
 
     def forward(self, input_ids, attention_mask, labels, request=Request()):
         """Outputs at the response positions of `labels`, with what `request` asks for."""
@@ -23,9 +24,10 @@ class ResponseLM(nn.Module):
         with capture(self.lm, request.attention, request.values, where) as (attentions, values):
             out = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                      output_hidden_states=bool(request.hidden), use_cache=False)
-        logits = lm_head_logits(self.lm, out.last_hidden_state[:, :-1][where])
-        if self.vocab_size is not None:
+        final = out.last_hidden_state[:, :-1][where]
+        logits = lm_head_logits(self.lm, final) if self.logits else None
+        if logits is not None and self.vocab_size is not None:
             logits = logits[:, :self.vocab_size]
         hidden = {layer: out.hidden_states[layer][:, :-1][where] for layer in request.hidden}
         return ModelOutputs(logits, labels[:, 1:][where], hidden, self.lm, attentions=attentions, values=values,
-                            where=where, attention_mask=attention_mask)
+                            where=where, attention_mask=attention_mask, final=None if self.logits else final)
