@@ -19,6 +19,32 @@ def tokenizer():
     return load_tokenizer("smollm2-135m-instruct")
 
 
+# The real pair of cross-tokenizer distillation (tests/crosstok), loaded once per session.
+@pytest.fixture(scope="session")
+def smol(tokenizer):
+    """SmolLM2-135M-Instruct's tokenizer (GPT-2-style byte-level BPE, 49152 tokens)."""
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma-3-270m's tokenizer (SentencePiece-style BPE with byte fallback, 262144 tokens)."""
+    from lmdistill.models import load_tokenizer
+    return load_tokenizer("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def smol_bytes(smol):
+    from lmdistill.crosstok import token_bytes
+    return token_bytes(smol)
+
+
+@pytest.fixture(scope="session")
+def gemma_bytes(gemma):
+    from lmdistill.crosstok import token_bytes
+    return token_bytes(gemma)
+
+
 WORDS = ["apple", "hammer", "river", "cloud", "chair", "table", "dog", "cat", "book", "stone", "tree", "house",
          "car", "bread", "milk", "glass", "paper", "wind", "fire", "snow", "lamp", "road", "ship", "coin"]
 

@@ -7,6 +7,7 @@ import torch
 
 from lmdistill.features import metrics, selectors
 from lmdistill.objectives.feature import FeatureKD, FeatureParams
+from lmdistill.teachers import ModelOutputs
 from features.test_feature_metrics import (metric_terms_and_size, ref_cka, ref_cosine, ref_cross, ref_infonce, ref_mse,
                                   ref_pearson)
 from tolerance import worst
@@ -34,7 +35,7 @@ def loss_case(selector, metric, params=None, **options):
         objective.selections = {t: objective.selector.select(D_S, D_T, grads * (t + 1), acts) for t in (2, 3)}
     where = torch.zeros(4, 7, dtype=torch.bool)
     where.view(-1)[torch.randperm(28, generator=g)[:N]] = True
-    outputs = lambda hidden: SimpleNamespace(hidden=hidden, where=where, targets=torch.zeros(N), logits=torch.zeros(1))  # noqa
+    outputs = lambda hidden: ModelOutputs(torch.zeros(1), torch.zeros(N), hidden, where=where)  # noqa: E731
     student = outputs({s: torch.randn(N, D_S, generator=g) for s in (1, 2)})
     teacher = outputs({t: torch.randn(N, D_T, generator=g) for t in (2, 3)})
     return objective, student, teacher

@@ -8,6 +8,7 @@ from lmdistill.config import build_config
 from lmdistill.errors import UserError
 from lmdistill.layermap import layer_pairs
 from lmdistill.run import train
+from lmdistill.teachers import ModelOutputs
 from conftest import tiny_config
 
 pytestmark = pytest.mark.numerical
@@ -42,7 +43,7 @@ def test_sequence_level_contrastive_pools_each_sequence_against_a_float64_refere
                            params={"temperature": 0.2})
     objective = FeatureKD(params, SimpleNamespace(teacher_config=config, student_config=config))
     objective.selections = {2: SimpleNamespace(apply=lambda x: x)}
-    outputs = lambda h: SimpleNamespace(hidden={2: h}, where=where, targets=torch.zeros(n), logits=h)  # noqa
+    outputs = lambda h: ModelOutputs(h, torch.zeros(n), {2: h}, where=where)  # noqa: E731
     got = objective.loss(outputs(s), outputs(t), None)
     got_grad, = torch.autograd.grad(got, s)
     # the sequence means are float64; the metric computes in float32: one rounding of its inputs, then InfoNCE's
