@@ -3,10 +3,13 @@ from dataclasses import dataclass, replace
 
 from lmdistill import data
 from lmdistill.errors import UserError
+from lmdistill.crosstok import pair
 from lmdistill.models import load_model, load_student, load_teacher, load_tokenizer, shared_vocab_size
+from lmdistill.models.vocab import check_rows
 from lmdistill.models.loading import model_config, student_model_config
-from lmdistill.objectives import build_objectives
+from lmdistill.objectives import OBJECTIVES, build_objectives
 from lmdistill.teachers import OnlineTeacher, ResponseLM
+from lmdistill.teachers.cross_tokenizer import CrossTokenizerTeacher
 
 
 @dataclass
@@ -28,11 +31,25 @@ class Parts:
     config: object
     teacher: object          # HF model, frozen
     student: object          # HF model (None in teacher_parts)
-    tokenizer: object        # the teacher's; every split is encoded with it
-    vocab_size: int
+    tokenizer: object        # the student's; every split's examples are encoded with it
+    vocab_size: int          # the student's vocabulary (the shared one, when the teacher's tokenizer is the same)
     task: str                # 'generation' or 'classification'
     splits: dict             # name -> data.Split
     objectives: list
+    teacher_tokenizer: object = None  # the teacher's, when it is another (split.paired holds its encoding)
+
+    @property
+    def cross_tokenizer(self):
+        return self.teacher_tokenizer is not None
+
+    def teacher_examples(self, split):
+        """The examples of a split as the teacher reads them (its own encoding, when its tokenizer is another)."""
+        s = self.splits[split]
+        return s.paired.teacher if s.paired is not None else s.examples
+
+    @property
+    def teacher_pad_id(self):
+        return (self.teacher_tokenizer or self.tokenizer).pad_token_id
 
 
 def check_layers(objectives, teacher_config, student_config):
@@ -47,17 +64,42 @@ def check_layers(objectives, teacher_config, student_config):
                                     f"hidden_states indices run from 0 (embeddings) to {n}")
 
 
+def objective_context(teacher_config, student_config, vocab_size, teacher_tokenizer=None, student_tokenizer=None):
+    """What objectives know of the models; with two tokenizers (teacher_tokenizer given), both vocabularies and the
+    tokens they share."""
+    if teacher_tokenizer is None:
+        return ObjectiveContext(teacher_config, student_config, vocab_size)
+    return ObjectiveContext(teacher_config, student_config, len(student_tokenizer), len(teacher_tokenizer),
+                            pair.shared_ids(teacher_tokenizer, student_tokenizer))
+
+
 def planned_objectives(config, teacher_config=None):
     """The run's objectives built against the models' configs alone (no weights loaded, no student built or cut),
     their layers checked: what they need is known before anything heavy runs."""
+    teacher = config.teacher
     if teacher_config is None:
-        teacher = config.teacher
         teacher_config = model_config(teacher.model, teacher.revision, teacher.trust_remote_code)
     student_config = student_model_config(config.student, teacher_config)
-    objectives = build_objectives(config.objectives, ObjectiveContext(teacher_config, student_config,
-                                                                      teacher_config.vocab_size))
+    teacher_tokenizer, student_tokenizer = tokenizers(config)
+    context = objective_context(teacher_config, student_config, teacher_config.vocab_size,
+                                *((teacher_tokenizer, student_tokenizer) if pair.differ(teacher_tokenizer,
+                                                                                        student_tokenizer) else ()))
+    objectives = build_objectives(config.objectives, context)
     check_layers(objectives, teacher_config, student_config)
     return objectives
+
+
+def tokenizers(config):
+    """(teacher tokenizer, student tokenizer): the same object when the student uses the teacher's; with two, the
+    run's pair of tokenizers is checked (objectives, offsets, prompt formats) before anything is encoded."""
+    teacher = config.teacher
+    teacher_tokenizer = load_tokenizer(teacher.model, teacher.revision, teacher.trust_remote_code)
+    student_tokenizer = pair.student_tokenizer(config, teacher_tokenizer)
+    cross = pair.differ(teacher_tokenizer, student_tokenizer)
+    pair.check_pair(config, cross, [OBJECTIVES[p.name] for p in config.objectives])
+    if cross:
+        pair.check_offsets_of(teacher_tokenizer, student_tokenizer)
+    return teacher_tokenizer, student_tokenizer
 
 
 def teacher_refusal(kind, objectives):
@@ -79,12 +121,14 @@ def check_teacher(kind, objectives):
         raise UserError(f"objective '{objective.name}': {why} or the {objective.name} objective")
 
 
-def load_splits(config, tokenizer, splits):
-    """{name: data.Split} of the splits the config gives, encoded with the teacher's tokenizer."""
+def load_splits(config, tokenizer, splits, student_tokenizer=None):
+    """{name: data.Split} of the splits the config gives, encoded with the teacher's tokenizer, or with each model's
+    when the student's is another."""
     loaded = {}
+    encoder = pair.pair_encoder(config, tokenizer, student_tokenizer) if student_tokenizer is not None else None
     for name in splits:
         limit = config.data.max_train_examples if name == "train" else None
-        split = data.load_split(config.data, name, tokenizer, limit)
+        split = data.load_split(config.data, name, tokenizer, limit, config.teacher.use_chat_template, encoder)
         if split is None and name == "train":
             raise UserError("data.train is not set; give a JSONL file of {prompt, response} records")
         if split is not None:
@@ -95,11 +139,15 @@ def load_splits(config, tokenizer, splits):
 def teacher_parts(config, splits=("train", "dev", "test")):
     """Parts without a student (student None, no objectives): the data and the teacher, and the teacher tokenizer's
     vocabulary (the one a student that shares it is compared on). Data first: cheap, and most likely to be wrong."""
-    teacher_tokenizer = load_tokenizer(config.teacher.model, config.teacher.revision, config.teacher.trust_remote_code)
-    loaded = load_splits(config, teacher_tokenizer, splits)
+    teacher_tokenizer, student_tokenizer = tokenizers(config)
+    cross = teacher_tokenizer is not student_tokenizer and pair.differ(teacher_tokenizer, student_tokenizer)
+    loaded = load_splits(config, teacher_tokenizer, splits, student_tokenizer if cross else None)
     teacher, tokenizer = load_teacher(config.teacher)
     train_records = loaded["train"].records if "train" in loaded else data.read_records(data.split_path(config.data, "train"))
-    return Parts(config, teacher, None, tokenizer, len(tokenizer), data.task_kind(config.data, train_records), loaded, [])
+    task = data.task_kind(config.data, train_records)
+    if cross:
+        return Parts(config, teacher, None, student_tokenizer, len(student_tokenizer), task, loaded, [], tokenizer)
+    return Parts(config, teacher, None, tokenizer, len(tokenizer), task, loaded, [])
 
 
 def build_parts(config, splits=("train", "dev", "test"), student_path=None, log=print):
@@ -114,13 +162,30 @@ def build_parts(config, splits=("train", "dev", "test"), student_path=None, log=
         student, student_tokenizer = load_model(student_path), load_tokenizer(student_path)
     else:
         train_examples = parts.splits["train"].examples if "train" in parts.splits else []
-        student, student_tokenizer = load_student(config.student, teacher, tokenizer, config.seed, train_examples, log)
-    vocab = shared_vocab_size(teacher, student, tokenizer, student_tokenizer)
-    objectives = build_objectives(config.objectives, ObjectiveContext(teacher.config, student.config, vocab))
+        student, student_tokenizer = load_student(config.student, teacher, parts.teacher_tokenizer or tokenizer,
+                                                  config.seed, train_examples, log)
+    if parts.cross_tokenizer:
+        check_rows(teacher, parts.teacher_tokenizer, "teacher")
+        check_rows(student, student_tokenizer, "student")
+        vocab, context = parts.vocab_size, objective_context(teacher.config, student.config, parts.vocab_size,
+                                                             parts.teacher_tokenizer, student_tokenizer)
+    else:
+        vocab = shared_vocab_size(teacher, student, tokenizer, student_tokenizer)
+        context = objective_context(teacher.config, student.config, vocab)
+    objectives = build_objectives(config.objectives, context)
     check_layers(objectives, teacher.config, student.config)
     return replace(parts, student=student, vocab_size=vocab, objectives=objectives)
 
 
-def wrap(parts):
-    """(student as ResponseLM, teacher as OnlineTeacher), both keeping only the shared vocabulary."""
-    return ResponseLM(parts.student, parts.vocab_size), OnlineTeacher(parts.teacher, parts.vocab_size)
+def wrap(parts, split="train"):
+    """(student as ResponseLM, the teacher of `split`'s batches), keeping only the shared vocabulary, or each model's
+    own with two tokenizers."""
+    return ResponseLM(parts.student, parts.vocab_size), teacher_of(parts, split)
+
+
+def teacher_of(parts, split):
+    """The online teacher of a split's batches: with another tokenizer, run on its own encoding of that split."""
+    if not parts.cross_tokenizer:
+        return OnlineTeacher(parts.teacher, parts.vocab_size)
+    return CrossTokenizerTeacher(parts.teacher, len(parts.teacher_tokenizer), parts.teacher_pad_id,
+                                 parts.splits[split].paired)

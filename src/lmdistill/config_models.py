@@ -57,11 +57,16 @@ class FromTeacher(Strict):
 DType = Literal["float32", "bfloat16", "float16"]
 
 
+CHAT = ("render prompts with this model's chat template when its tokenizer has one, else as plain text; default: "
+        "data.use_chat_template")
+
+
 class TeacherConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="hub id, local directory, .gguf file or built-in name")
     dtype: DType = "float32"
     revision: str | None = None
     trust_remote_code: bool = False
+    use_chat_template: bool | None = Field(None, description=CHAT)
 
 
 class CacheSettings(Strict):
@@ -93,9 +98,13 @@ class StudentConfig(Strict):
     model: str | None = Field(None, description="hub id, local directory or .gguf file of a pretrained student")
     spec: StudentSpec | None = None
     from_teacher: FromTeacher | None = None
+    tokenizer: str | None = Field(None, description="a fresh student's (spec) tokenizer: hub id, local directory or "
+                                  "built-in name; default: the teacher's")
     dtype: DType = "float32"
     revision: str | None = None
     trust_remote_code: bool = False
+    use_chat_template: bool | None = Field(None, description=CHAT + "; only for a student whose tokenizer is not the "
+                                           "teacher's (one that shares it shares the teacher's encoding)")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -104,5 +113,7 @@ class StudentConfig(Strict):
                              "or student.from_teacher (cut from the teacher)")
         loads = self.model is not None
         refuse_unused(self, [("revision", loads, "to load student.model"),
-                             ("trust_remote_code", loads, "to load student.model")])
+                             ("trust_remote_code", loads, "to load student.model"),
+                             ("tokenizer", self.spec is not None, "with student.spec (a pretrained student has its "
+                              "own tokenizer, a cut one the teacher's)")])
         return self

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lmdistill import data
-from lmdistill.build import build_parts, check_teacher, planned_objectives, wrap
+from lmdistill.build import build_parts, check_teacher, planned_objectives, teacher_of, wrap
 from lmdistill.config import build_config, save_config
 from lmdistill.config_keys import read_yaml
 from lmdistill.errors import UserError
@@ -116,8 +116,10 @@ def _check_before_output(parts, run_dir, log):
     log(f"data: {data.describe(parts.config.data, parts.splits)}")
     for split in parts.splits.values():
         log(f"{split.name}: {split.stats.summary(parts.config.data.max_length)}")
+        if split.paired is not None:
+            log(f"{split.name}: alignment: {split.paired.alignment_summary()}")
     for objective in parts.objectives:
-        objective.check(parts.teacher, parts.splits["train"].examples, run_dir)
+        objective.check(parts.teacher, parts.teacher_examples("train"), run_dir)
 
 
 def _train(config, accelerator, resume, overwrite, stop_at, log):
@@ -143,8 +145,9 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     accelerator.wait_for_everyone()
     parts.teacher.to(accelerator.device)
     student_lm, teacher = wrap(parts)
-    trainer = Trainer(parts, student_lm, teacher, accelerator, run_dir, log,
-                      train_teacher=training_teacher(parts, accelerator, log))
+    dev_teacher = teacher_of(parts, "dev") if parts.cross_tokenizer and "dev" in parts.splits else teacher
+    trainer = Trainer(parts, student_lm, dev_teacher, accelerator, run_dir, log,
+                      train_teacher=training_teacher(parts, accelerator, log) or teacher)
     if resume:
         trainer.resume()
     n_params = sum(p.numel() for p in parts.student.parameters())

@@ -18,7 +18,7 @@ def select(config, log=print):
                         f"training and {which(lambda c: c.full_width)} compares full widths")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher = parts.teacher.to(device)
-    pad = parts.tokenizer.pad_token_id
+    pad = parts.teacher_pad_id
     written = {}
     for objective in chosen:
         selection = objective.selection_pass()
@@ -29,7 +29,7 @@ def select(config, log=print):
             except UserError:
                 raise UserError(f"{path} exists and is not a readable selection artifact, so select will not replace "
                                 f"it; choose another selection_file or delete it") from None
-        _, record = selection.run(teacher, selection.calibration(parts.splits["train"].examples), pad, path, log)
+        _, record = selection.run(teacher, selection.calibration(parts.teacher_examples("train")), pad, path, log)
         log(f"wrote {path}" + (f" and {path.with_suffix('.png')}" if selection.selector.calibrates else ""))
         written[str(path)] = record
     return written

@@ -31,7 +31,9 @@ class Paired:
     aligned: int = 0          # ... that start an aligned group (a position aligned on both sides)
     one_to_one: int = 0       # ... in a group of one token on each side
     text_tokens: list[tuple[int, int]] = field(default_factory=list)  # per example: (teacher, student) response
-    #   tokens that cover the response text (the rest is the end-of-response suffix)
+    #   tokens kept that cover the response text (the rest is the end-of-response suffix)
+    complete: list[bool] = field(default_factory=list)  # per example: both sides kept every text token (no
+    #   truncation cut into the response text), so bits per byte compare the same text
 
     def alignment_summary(self):
         n = max(self.student_tokens, 1)
@@ -76,6 +78,7 @@ def encode_pairs(records, teacher, student, cfg):
         paired.student.append(Example(s_fit[0] + s_fit[1], len(s_fit[0]), record["prompt"], record["response"]))
         paired.groups.append(groups)
         paired.text_tokens.append((min(t_text, n_t), min(s_text, n_s)))
+        paired.complete.append(t_text <= n_t and s_text <= n_s)
         paired.student_tokens += n_s
         paired.aligned += len(groups)
         paired.one_to_one += sum(1 for t0, t1, s0, s1 in groups if t1 - t0 == 1 and s1 - s0 == 1)

@@ -30,16 +30,22 @@ def describe(cfg, splits):
 class Split:
     name: str
     records: list
-    examples: list
+    examples: list            # the student's encoding (and the teacher's, when they share a tokenizer)
     stats: EncodeStats
+    paired: object = None     # a teacher with another tokenizer: crosstok.encode.Paired (its encoding, the alignment)
 
 
-def load_split(cfg, split, tokenizer, limit=None):
+def load_split(cfg, split, tokenizer, limit=None, chat=None, encoder=None):
+    """The split's records encoded with `tokenizer` (chat: the model's own use_chat_template), or with
+    `encoder(records) -> Paired` for a pair of tokenizers; None when the config gives no such split."""
     path = split_path(cfg, split)
     if path is None:
         return None
     records = read_records(path)[:limit]
-    examples, stats = encode(records, tokenizer, cfg)
+    if encoder is not None:
+        paired = encoder(records)
+        return Split(split, records, paired.student, paired.stats, paired)
+    examples, stats = encode(records, tokenizer, cfg, chat)
     return Split(split, records, examples, stats)
 
 

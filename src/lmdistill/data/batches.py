@@ -24,9 +24,10 @@ def collate(examples, pad_id):
 
 
 def in_batches(examples, pad_id, batch_size, device="cpu"):
-    """Collated batches of `examples`, in order, on `device`."""
+    """Collated batches of `examples`, in order, on `device`, each with its examples' positions (`index`)."""
     for start in range(0, len(examples), batch_size):
-        yield _collated(examples[start:start + batch_size], pad_id, device)
+        chunk = examples[start:start + batch_size]
+        yield {**_collated(chunk, pad_id, device), "index": torch.arange(start, start + len(chunk), device=device)}
 
 
 def token_batches(examples, pad_id, max_tokens, device="cpu"):

@@ -79,11 +79,12 @@ def fit(prompt, response, max_length, stats):
     return prompt, response
 
 
-def encode(records, tokenizer, cfg):
-    """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported."""
-    check_system_prompt(tokenizer, cfg)
-    rendered = [render(tokenizer, r["prompt"], r["response"], cfg) for r in records]
-    prompts, responses = tokenize(tokenizer, rendered, uses_chat_template(tokenizer, cfg))
+def encode(records, tokenizer, cfg, chat=None):
+    """Encode records; returns (examples, stats). Responses that do not fit are truncated, and reported.
+    chat: the model's own use_chat_template (None: data.use_chat_template)."""
+    check_system_prompt(tokenizer, cfg, chat)
+    rendered = [render(tokenizer, r["prompt"], r["response"], cfg, chat) for r in records]
+    prompts, responses = tokenize(tokenizer, rendered, uses_chat_template(tokenizer, cfg, chat))
     stats, examples = EncodeStats(total=len(records)), []
     for record, p, r in zip(records, prompts, responses):
         kept = fit(p, r, cfg.max_length, stats)

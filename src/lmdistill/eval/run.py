@@ -2,18 +2,19 @@
 import statistics
 import time
 
+from lmdistill.build import teacher_of
 from lmdistill.eval.generation import generate
 from lmdistill.eval.scores import baselines, score
 from lmdistill.eval.teacher_forced import teacher_forced
 
 
-def _generated_scores(model, parts, prompts, references, device):
+def _generated_scores(model, parts, prompts, references, device, tokenizer=None):
     """Scores of one model's generations: one pass per seed when sampling, mean and std over seeds."""
     ev = parts.config.eval
     seeds = ev.seeds if ev.do_sample else ev.seeds[:1]
     runs, first = [], None
     for seed in seeds:
-        outputs = generate(model, parts.tokenizer, prompts, ev.max_new_tokens, ev.batch_size, ev.do_sample,
+        outputs = generate(model, tokenizer or parts.tokenizer, prompts, ev.max_new_tokens, ev.batch_size, ev.do_sample,
                            ev.temperature, ev.top_p, seed, device)
         first = first or outputs
         runs.append(score(outputs, references, parts.task))
@@ -38,8 +39,9 @@ def reference_rows(parts, teacher_lm, split_name, device="cpu", log=print):
     rows, teacher_out = {}, [""] * len(examples)
     if teacher_lm is not None:
         log(f"generating {len(examples)} answers with the teacher")
-        rows["teacher"], teacher_out = _generated_scores(teacher_lm, parts, [e.input_ids[:e.n_prompt] for e in examples],
-                                                         references, device)
+        own = parts.teacher_examples(split_name)[:len(examples)]  # its own prompt format and tokens
+        rows["teacher"], teacher_out = _generated_scores(teacher_lm, parts, [e.input_ids[:e.n_prompt] for e in own],
+                                                         references, device, parts.teacher_tokenizer)
     train_responses = [r["response"] for r in parts.splits["train"].records] if "train" in parts.splits else []
     for name, (predictions, _) in baselines(train_responses, [e.prompt for e in examples], references,
                                             parts.task).items():
@@ -54,11 +56,19 @@ def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
     references = [e.response for e in examples]
     pad = parts.tokenizer.pad_token_id
     started = time.time()
-    forced = teacher_forced(student_lm, teacher if ev.teacher else None, examples, ev.batch_size, pad, device)
+    paired = parts.splits[split_name].paired
+    if paired is not None:  # the teacher reads its own encoding of this split
+        teacher = teacher_of(parts, split_name)
+    forced = teacher_forced(student_lm, teacher if ev.teacher else None, examples, ev.batch_size, pad, device, paired)
     rows = {"student": {"ce": forced["ce"]}}
+    if paired is not None:
+        rows["student"]["bpb"] = forced["bpb"]
     if ev.teacher:
-        rows["student"]["kl"] = forced["kl"]
+        if paired is None:
+            rows["student"]["kl"] = forced["kl"]
         rows["teacher"] = {"ce": forced["teacher_ce"]}
+        if paired is not None:
+            rows["teacher"]["bpb"] = forced["teacher_bpb"]
     samples = []
     if ev.generate:
         prompts = [e.input_ids[:e.n_prompt] for e in examples]
@@ -73,5 +83,7 @@ def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
             rows.update(reference)
         samples = [{"prompt": e.prompt, "reference": e.response, "student": s, "teacher": t}
                    for e, s, t in list(zip(examples, student_out, teacher_out))[:5]]
+    if paired is not None:
+        rows["student"]["bpb_bytes"] = forced["bpb_bytes"]  # the response text the bits per byte cover
     return {"split": split_name, "examples": len(examples), "response_tokens": forced["tokens"], "task": parts.task,
             "metrics": rows, "samples": samples, "seconds": round(time.time() - started, 1)}

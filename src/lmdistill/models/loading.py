@@ -80,14 +80,15 @@ def _config_class(arch):
     return {"llama": transformers.LlamaConfig}[arch]
 
 
-def spec_config(spec, teacher_config, tokenizer=None):
-    """The transformers config of a fresh student of spec.arch sharing the teacher's tokenizer (and embedding rows)."""
+def spec_config(spec, teacher_config, tokenizer=None, vocab_size=None):
+    """The transformers config of a fresh student of spec.arch: the teacher's embedding rows, or vocab_size rows for a
+    tokenizer of its own."""
     intermediate = spec.intermediate_size or 64 * math.ceil(spec.hidden_size * 8 / 3 / 64)
     special = {} if tokenizer is None else {"bos_token_id": tokenizer.bos_token_id,
                                             "eos_token_id": tokenizer.eos_token_id,
                                             "pad_token_id": tokenizer.pad_token_id}
     return _config_class(spec.arch)(
-        vocab_size=teacher_config.vocab_size,
+        vocab_size=vocab_size or teacher_config.vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=intermediate,
         num_hidden_layers=spec.num_layers,
@@ -100,10 +101,12 @@ def spec_config(spec, teacher_config, tokenizer=None):
     )
 
 
-def student_from_spec(spec, teacher_config, tokenizer, dtype="float32"):
-    """A fresh student of spec.arch sharing the teacher's tokenizer (and embedding row count)."""
+def student_from_spec(spec, teacher_config, tokenizer, dtype="float32", own_tokenizer=False):
+    """A fresh student of spec.arch with the teacher's tokenizer (and embedding row count), or `tokenizer` of its own
+    (own_tokenizer: one row per token)."""
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_config(spec_config(spec, teacher_config, tokenizer), dtype=DTYPES[dtype])
+    vocab = len(tokenizer) if own_tokenizer else None
+    return AutoModelForCausalLM.from_config(spec_config(spec, teacher_config, tokenizer, vocab), dtype=DTYPES[dtype])
 
 
 @functools.lru_cache(maxsize=32)
@@ -121,7 +124,8 @@ def model_config(name, revision=None, trust_remote_code=False):
 def student_model_config(cfg, teacher_config):
     """The config of the student config.StudentConfig `cfg` describes, without building (or cutting) it."""
     if cfg.spec is not None:
-        return spec_config(cfg.spec, teacher_config)
+        own = load_tokenizer(cfg.tokenizer) if cfg.tokenizer is not None else None
+        return spec_config(cfg.spec, teacher_config, vocab_size=len(own) if own is not None else None)
     if cfg.from_teacher is not None:
         from lmdistill.models.prune import planned_config
         return planned_config(cfg.from_teacher, teacher_config)[2]
@@ -129,11 +133,13 @@ def student_model_config(cfg, teacher_config):
 
 
 def load_student(cfg, teacher, teacher_tokenizer, seed, train_examples=(), log=print):
-    """The student and its tokenizer; a pretrained student must use the teacher's tokenizer.
+    """The student and its tokenizer: a pretrained student's own, a fresh one's student.tokenizer or the teacher's.
     A student cut from the teacher is scored on the first training examples (encoded with that tokenizer)."""
     if cfg.spec is not None:
+        tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer is not None else teacher_tokenizer
         torch.manual_seed(seed)
-        return student_from_spec(cfg.spec, teacher.config, teacher_tokenizer, cfg.dtype), teacher_tokenizer
+        model = student_from_spec(cfg.spec, teacher.config, tokenizer, cfg.dtype, cfg.tokenizer is not None)
+        return model, tokenizer
     if cfg.from_teacher is not None:
         from lmdistill.models.prune import prune_teacher
         torch.manual_seed(seed)

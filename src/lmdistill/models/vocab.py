@@ -14,10 +14,16 @@ def shared_vocab_size(teacher, student, teacher_tokenizer, student_tokenizer):
     """
     if teacher_tokenizer is not student_tokenizer and teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
         raise UserError("teacher and student tokenizers differ (different vocabularies), so their logits cannot "
-                        "be compared; use a student with the teacher's tokenizer (e.g. student.spec)")
-    size = len(teacher_tokenizer)
-    for role, model in (("teacher", teacher), ("student", student)):
-        if _rows(model) < size:
-            raise UserError(f"{role} has {_rows(model)} output rows but its tokenizer has {size} tokens; "
-                            f"resize the {role}'s embeddings (model.resize_token_embeddings) first")
-    return size
+                        "be compared token by token; use the cross-tokenizer objectives (uld, gold, feature, ce) or a "
+                        "student with the teacher's tokenizer")
+    check_rows(teacher, teacher_tokenizer, "teacher")
+    check_rows(student, teacher_tokenizer, "student")
+    return len(teacher_tokenizer)
+
+
+def check_rows(model, tokenizer, role):
+    """UserError when the model has fewer output rows than its tokenizer has tokens."""
+    size = len(tokenizer)
+    if _rows(model) < size:
+        raise UserError(f"{role} has {_rows(model)} output rows but its tokenizer has {size} tokens; "
+                        f"resize the {role}'s embeddings (model.resize_token_embeddings) first")

@@ -33,14 +33,14 @@ def make_optimizer(parameters, cfg):
 
 class Trainer:
     def __init__(self, parts, student_lm, teacher, accelerator, run_dir, log=print, train_teacher=None):
-        """`teacher` (online) evaluates; `train_teacher` (default: the same; or a cached teacher) trains."""
+        """`teacher` (online) evaluates on dev; `train_teacher` (default: the same; or a cached teacher, or one with
+        another tokenizer reading the training split's encoding) trains."""
         self.parts, self.cfg, self.log = parts, parts.config.train, log
         self.accelerator, self.run_dir = accelerator, Path(run_dir)
         self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
         for objective in self.objectives:
             objective.total_steps = self.cfg.steps  # for objectives with their own (per-pair) schedules
-            objective.prepare(parts.teacher, parts.splits["train"].examples, parts.tokenizer.pad_token_id, log,
-                              self.run_dir)
+            objective.prepare(parts.teacher, parts.teacher_examples("train"), parts.teacher_pad_id, log, self.run_dir)
         self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
                                           for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
         self.teacher = teacher

@@ -1,0 +1,80 @@
+"""A cross-tokenizer run end to end on tiny random models that carry the two real tokenizers (Gemma-3's and
+SmolLM2's): it trains with uld, gold and feature, evaluates in bits per byte, and refuses what it cannot do."""
+import json
+
+import pytest
+import torch
+
+from lmdistill.cli import main
+from lmdistill.config import build_config
+from lmdistill.run import train
+from conftest import tiny_config
+
+from crosstok.test_pairs import tiny_lm
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, gemma, smol):
+    """A tiny 'teacher' with Gemma-3's tokenizer and a tiny pretrained-style 'student' with SmolLM2's, saved."""
+    root = tmp_path_factory.mktemp("pair")
+    dirs = {}
+    for name, tokenizer, (hidden, layers, seed) in (("teacher", gemma, (32, 2, 0)), ("student", smol, (16, 2, 1))):
+        model = tiny_lm(len(tokenizer), hidden, layers, seed)
+        model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        dirs[name] = str(root / name)
+    return dirs
+
+
+def cross_config(tmp_path, word_data, model_dirs, objectives, **sections):
+    config = tiny_config(tmp_path / "run", word_data, teacher={"model": model_dirs["teacher"]}, objectives=objectives,
+                         **sections)
+    config["student"] = {"model": model_dirs["student"]}
+    config["train"]["steps"] = 3
+    return config
+
+
+@pytest.mark.e2e
+def test_a_cross_tokenizer_run_trains_and_reports_bits_per_byte(tmp_path, word_data, model_dirs):
+    objectives = [{"name": "ce"}, {"name": "uld", "weight": 0.5}, {"name": "gold", "weight": 0.5},
+                  {"name": "feature", "selector": "projection", "metric": "mse"}]
+    lines = []
+    result = train(build_config(cross_config(tmp_path, word_data, model_dirs, objectives)), log=lines.append)
+    student, teacher = result["metrics"]["student"], result["metrics"]["teacher"]
+    for row in (student, teacher):
+        assert 0 < row["bpb"] < 40 and row["ce"] > 0  # random models: about log2(vocab) bits per token
+    assert "kl" not in student  # no shared vocabulary to compare token by token
+    assert student["bpb_bytes"] > 0
+    assert any("alignment:" in line and "student response tokens have an aligned teacher position" in line
+               for line in lines)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [m for m in metrics if m["kind"] == "train"]
+    assert train_rows and all(m["uld"] > 0 and m["gold"] > 0 for m in train_rows)
+
+
+@pytest.mark.parametrize("objective", ["logit_kd", "lens", "dkd"])
+def test_same_vocabulary_objectives_are_refused_naming_the_cross_tokenizer_ones(tmp_path, word_data, model_dirs,
+                                                                                objective, capsys):
+    import yaml
+    config = cross_config(tmp_path, word_data, model_dirs, [{"name": "ce"}, {"name": objective}])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert f"objective '{objective}' compares the two models token by token" in err
+    assert "ce, feature, gold, uld" in err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_student_prompt_format_is_refused_when_it_shares_the_teachers_tokenizer(tmp_path, word_data):
+    from lmdistill.build import build_parts
+    from lmdistill.errors import UserError
+    config = build_config(tiny_config(tmp_path / "run", word_data, student={
+        "spec": {"hidden_size": 64, "num_layers": 2, "num_heads": 2}, "use_chat_template": False}))
+    with pytest.raises(UserError, match="student.use_chat_template is set, but the student uses the teacher's"):
+        build_parts(config)
+    assert torch.is_grad_enabled()
