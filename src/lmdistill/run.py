@@ -150,6 +150,7 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
                       train_teacher=training_teacher(parts, accelerator, log) or teacher)
     if resume:
         trainer.resume()
+    before = untrained(parts, student_lm, accelerator) if parts.cross_tokenizer and not resume else None
     n_params = sum(p.numel() for p in parts.student.parameters())
     log(f"student: {n_params / 1e6:.1f}M parameters; teacher: "
         f"{sum(p.numel() for p in parts.teacher.parameters()) / 1e6:.1f}M; {config.train.steps} steps")
@@ -160,10 +161,23 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
         return None
     if not accelerator.is_main_process:
         return None
-    return _finish(parts, trainer, teacher, run_dir, history, (started, train_start, time.time()), log)
+    return _finish(parts, trainer, teacher, run_dir, history, (started, train_start, time.time()), log, before)
 
 
-def _finish(parts, trainer, teacher, run_dir, history, times, log):
+def untrained(parts, student_lm, accelerator):
+    """The student's teacher-forced CE and bits per byte on the held-out examples before training (a pretrained
+    student's own level, what distillation must improve on)."""
+    from lmdistill.eval.run import held_out
+    from lmdistill.eval.teacher_forced import teacher_forced
+    if not accelerator.is_main_process:
+        return None
+    split = parts.config.eval.split
+    forced = teacher_forced(student_lm, None, held_out(parts, split), parts.config.eval.batch_size,
+                            parts.tokenizer.pad_token_id, accelerator.device, parts.splits[split].paired)
+    return {"ce": forced["ce"], "bpb": forced["bpb"]}
+
+
+def _finish(parts, trainer, teacher, run_dir, history, times, log, before=None):
     """Save the student, evaluate it and write eval.json and report.md beside it."""
     config, accelerator, n_params = parts.config, trainer.accelerator, sum(p.numel() for p in parts.student.parameters())
     started, train_start, train_end = times
@@ -172,6 +186,9 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log):
         trainer.unwrapped.lm.save_pretrained(tmp, safe_serialization=True)
         parts.tokenizer.save_pretrained(tmp)
     result = evaluate(parts, trainer.unwrapped, teacher, config.eval.split, accelerator.device, log)
+    if before is not None:
+        rows = result["metrics"]
+        result["metrics"] = {"student": rows.pop("student"), "student before training": before, **rows}
     facts = {"steps": config.train.steps, "train loss (first -> last 10 steps)":
              f"{np.mean(history[:10]):.3f} -> {np.mean(history[-10:]):.3f}" if history else "resumed at the end",
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",

@@ -47,6 +47,10 @@ def test_a_cross_tokenizer_run_trains_and_reports_bits_per_byte(tmp_path, word_d
         assert 0 < row["bpb"] < 40 and row["ce"] > 0  # random models: about log2(vocab) bits per token
     assert "kl" not in student  # no shared vocabulary to compare token by token
     assert student["bpb_bytes"] > 0
+    before = result["metrics"]["student before training"]
+    assert before["bpb"] > 0 and before["bpb"] != student["bpb"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Bits per byte of the response text" in report and "| student before training |" in report
     assert any("alignment:" in line and "student response tokens have an aligned teacher position" in line
                for line in lines)
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -78,3 +82,20 @@ def test_a_student_prompt_format_is_refused_when_it_shares_the_teachers_tokenize
     with pytest.raises(UserError, match="student.use_chat_template is set, but the student uses the teacher's"):
         build_parts(config)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.e2e
+def test_a_fresh_student_with_its_own_tokenizer_and_flexkd_features(tmp_path, word_data, model_dirs, smol):
+    """student.spec with student.tokenizer: a fresh student with SmolLM2's tokenizer under the Gemma-tokenizer
+    teacher; the Flex-KD scores come from the teacher's own loss on its own tokens."""
+    config = cross_config(tmp_path, word_data, model_dirs, [{"name": "ce"}, {"name": "feature", "selector": "flexkd",
+                                                                             "metric": "pearson"}])
+    config["student"] = {"spec": {"hidden_size": 16, "num_layers": 2, "num_heads": 2},
+                         "tokenizer": model_dirs["student"]}
+    lines = []
+    result = train(build_config(config), log=lines.append)
+    assert result["metrics"]["student"]["bpb"] > 0
+    from transformers import AutoTokenizer  # the saved student carries the tokenizer it was built with
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "student")
+    assert saved.get_vocab() == smol.get_vocab()
+    assert (tmp_path / "run" / "selection").exists()

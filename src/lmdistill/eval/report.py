@@ -1,6 +1,6 @@
 """A short Markdown report of a run: metrics table, run facts, a few sample generations."""
 
-COLUMNS = [("ce", "CE (nats/token)", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"),
+COLUMNS = [("bpb", "bits/byte", "{:.4f}"), ("ce", "CE (nats/token)", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"),
            ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "accuracy %", "{:.1f}")]
 
 
@@ -20,10 +20,13 @@ def metrics_table(rows):
 
 
 def render_report(result, facts):
+    primary = ("bits per byte of the response text, teacher-forced, is the primary metric (the models tokenize "
+               "differently: each CE is per token of its own tokenizer)" if "bpb" in result["metrics"]["student"] else
+               "CE and KL are teacher-forced on response tokens (the primary metrics)")
     parts = ["# lmdistill report\n",
              f"Held-out split `{result['split']}`: {result['examples']} examples, {result['response_tokens']} "
-             f"response tokens, task: {result['task']}. CE and KL are teacher-forced on response tokens "
-             f"(the primary metrics); ROUGE-L is of generations, beside trivial baselines.\n",
+             f"response tokens, task: {result['task']}. {primary[0].upper() + primary[1:]}; ROUGE-L is of "
+             f"generations, beside trivial baselines.\n",
              metrics_table(result["metrics"]), ""]
     if facts:
         parts += ["## Run", *[f"- {k}: {v}" for k, v in facts.items()], ""]
