@@ -56,6 +56,7 @@ def test_a_cross_tokenizer_run_trains_and_reports_bits_per_byte(tmp_path, word_d
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [m for m in metrics if m["kind"] == "train"]
     assert train_rows and all(m["uld"] > 0 and m["gold"] > 0 for m in train_rows)
+    assert all(0 < m["gold_shared_mass"] < 1 for m in train_rows)  # the teacher's mass on shared tokens, logged
 
 
 @pytest.mark.parametrize("objective", ["logit_kd", "lens", "dkd"])

@@ -132,6 +132,8 @@ def test_gold_logs_the_teachers_mass_on_shared_tokens(pair_models, gemma, smol):
     groups = len(t.alignment.teacher.last)
     # a random teacher spreads its mass evenly: about the shared share of its vocabulary on each group
     assert 0.05 * groups < objective.hybrid.shared_mass < 0.5 * groups
+    mass, count = objective.take_stats()["shared_mass"]
+    assert count == groups and objective.take_stats()["shared_mass"] == (0.0, 0)  # read, then reset
 
 
 def test_feature_reads_the_aligned_positions(pair_models, gemma, smol):

@@ -68,7 +68,8 @@ def uld_rows(z, tz):
 
 class HybridRows:
     """Per group: `exact` (a per-row divergence, `divergences.per_row`) over the shared tokens, renormalised, plus ULD
-    over the rest. Records the teacher's mass on the shared tokens (summed over groups) in `shared_mass`."""
+    over the rest. Records the teacher's mass on the shared tokens (summed over groups) in `shared_mass`, and the
+    groups seen in `groups`."""
 
     def __init__(self, exact, student_shared, teacher_shared, student_vocab, teacher_vocab, exact_weight=1.0,
                  uld_weight=1.0):
@@ -76,7 +77,7 @@ class HybridRows:
         self.s_ids, self.t_ids = student_shared, teacher_shared
         self.s_rest = _complement(student_shared, student_vocab)
         self.t_rest = _complement(teacher_shared, teacher_vocab)
-        self.shared_mass = 0.0
+        self.shared_mass, self.groups = 0.0, 0
 
     def __call__(self, z, tz):
         if self.s_ids.device != z.device:
@@ -85,6 +86,7 @@ class HybridRows:
         lq, lp = group_log_probs(z), group_log_probs(tz)
         with torch.no_grad():
             self.shared_mass += (lp[:, self.t_ids].logsumexp(-1) - lp.logsumexp(-1)).exp().sum().item()
+            self.groups += len(lp)
         exact = self.exact(lq[:, self.s_ids], lp[:, self.t_ids])
         rest = sorted_l1(lq[:, self.s_rest].exp(), lp[:, self.t_rest].exp())
         return self.exact_weight * exact + self.uld_weight * rest

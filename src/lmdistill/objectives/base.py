@@ -69,6 +69,11 @@ class Objective:
         """Sum of the per-token loss over response positions."""
         raise NotImplementedError
 
+    def take_stats(self) -> dict[str, tuple[float, float]]:
+        """Extra numbers to log, as {name: (sum, count)} accumulated by loss() since the last call (then reset);
+        the step's log shows sum / count over every process as '<objective>_<name>'."""
+        return {}
+
 
 class PairParams(ObjectiveParams):
     """Parameters of objectives over (teacher layer, student layer) pairs. Several pairs at once, each with its own

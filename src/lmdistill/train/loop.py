@@ -108,6 +108,7 @@ class Trainer:
                 if l is not None:
                     sums[label] += l.detach().float()
         components = {label: acc.reduce(v, "sum").item() / global_tokens for label, v in sums.items()}
+        components.update(self._objective_stats())
         components["loss"] = sum(w * components[label] for w, label, active in zip(weights, self.labels, on) if active)
         self.weighting.after_step(step, [components.get(label) for label in self.labels])
         components.update({f"weight_{label}": w for label, w in zip(self.labels, weights)})  # the weights used
@@ -127,6 +128,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         seen = sum(int(b["attention_mask"].sum()) for b in micro)
         return components, seen * acc.num_processes, grad_norm if self.cfg.max_grad_norm else None
+
+    def _objective_stats(self):
+        """The extra numbers objectives log (Objective.take_stats), each a mean over every process."""
+        out = {}
+        for label, objective in zip(self.labels, self.objectives):
+            for name, (total, count) in objective.take_stats().items():
+                pair = self.accelerator.reduce(torch.tensor([total, count], device=self.accelerator.device,
+                                                            dtype=torch.float64), "sum")
+                if pair[1] > 0:
+                    out[f"{label}_{name}"] = (pair[0] / pair[1]).item()
+        return out
 
     def _forward(self, student, batch):
         """The student's and the (training) teacher's outputs on a micro-batch, with what the objectives need."""
