@@ -100,3 +100,19 @@ def test_a_fresh_student_with_its_own_tokenizer_and_flexkd_features(tmp_path, wo
     saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "student")
     assert saved.get_vocab() == smol.get_vocab()
     assert (tmp_path / "run" / "selection").exists()
+
+
+def test_a_tokenizer_without_offsets_is_refused_before_anything_is_written(tmp_path, word_data, model_dirs, smol,
+                                                                             monkeypatch):
+    import copy
+
+    from lmdistill.build import build_parts
+    from lmdistill.crosstok import pair
+    from lmdistill.errors import UserError
+    slow = copy.copy(smol)
+    slow.__class__ = type("SlowTokenizer", (type(smol),), {"is_fast": property(lambda self: False)})
+    monkeypatch.setattr(pair, "student_tokenizer", lambda config, teacher_tokenizer: slow)
+    config = build_config(cross_config(tmp_path, word_data, model_dirs, [{"name": "ce"}, {"name": "uld"}]))
+    with pytest.raises(UserError, match="student.*fast tokenizer"):
+        build_parts(config)
+    assert not (tmp_path / "run").exists()

@@ -67,6 +67,15 @@ def test_a_chat_template_that_rewrites_the_response_is_refused(gemma, smol):
         encode_pairs(RECORDS, *sides(gemma, odd), DataConfig(builtin=None, train="x.jsonl"))
 
 
+@pytest.mark.parametrize("response, side", [("a \u2581 b", "teacher"),  # Gemma reads U+2581 as a space
+                                            ("say <eos> now", "teacher"),  # ... and <eos> as its control token
+                                            ("say <|im_end|> now", "student")])
+def test_a_response_a_tokenizer_does_not_spell_verbatim_is_refused(gemma, smol, response, side):
+    records = RECORDS[:1] + [{"prompt": "Say it", "response": response}]
+    with pytest.raises(UserError, match=f"the {side}'s tokenizer does not reproduce the response of record 2"):
+        encode_pairs(records, *sides(gemma, smol), DataConfig(builtin=None, train="x.jsonl"))
+
+
 def tiny_lm(vocab, hidden, layers, seed):
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)

