@@ -19,6 +19,7 @@ from lmdistill.models.builtin import BUILTIN
 from lmdistill.objectives.needs import union
 from lmdistill.provenance import command_line, commit_text, machine, peak_memory_gib, peak_memory_text
 from lmdistill.provenance import record as provenance_record
+from lmdistill.teachers.cross_tokenizer import CrossTokenizerTeacher
 
 # Keys that may change when a run is resumed; anything else must match the saved config.
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.save_every", "train.log_every", "eval.")
@@ -195,8 +196,8 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log, before=None):
              "peak memory": peak_memory_text(), "student parameters": f"{n_params / 1e6:.1f}M",
              "models": models_line(config), "data": data.describe(config.data, parts.splits),
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
-             "teacher in training": f"cache {config.teacher_cache.dir}" if trainer.train_teacher.kind == "cache"
-             else trainer.train_teacher.kind, "command": command_line()}
+             "teacher in training": f"{trainer.train_teacher.kind} {config.teacher_cache.dir}"
+             if trainer.train_teacher.kind.startswith("cache") else trainer.train_teacher.kind, "command": command_line()}
     result["resources"] = {"train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
                            **peak_memory_gib(), "machine": machine(accelerator.device, accelerator.num_processes)}
     # the commit (clean or not), library versions, kernels, command and date this result comes from; the run's own
@@ -213,6 +214,13 @@ def training_teacher(parts, accelerator, log=print):
     cfg, needs = parts.config.teacher_cache, union(o.needs() for o in parts.objectives)
     if cfg is None or needs.teacher is None:  # e.g. SFT: nothing to read
         return None
+    if parts.cross_tokenizer:  # the cache holds the teacher's own encoding, bound to the student's tokenizer too
+        from lmdistill.teachers.cached import shared_cache
+        cache = shared_cache(cfg, parts.teacher, parts.teacher_tokenizer, parts.teacher_examples("train"),
+                             len(parts.teacher_tokenizer), needs.teacher.hidden, accelerator.is_main_process,
+                             accelerator.wait_for_everyone, log, student_tokenizer=parts.tokenizer)
+        return CrossTokenizerTeacher(parts.teacher, len(parts.teacher_tokenizer), parts.teacher_pad_id,
+                                     parts.splits["train"].paired, cache)
     from lmdistill.teachers.cached import cached_teacher
     return cached_teacher(cfg, parts.teacher, parts.tokenizer, parts.splits["train"].examples, parts.vocab_size,
                           needs.teacher.hidden, accelerator.is_main_process, accelerator.wait_for_everyone, log)

@@ -116,3 +116,39 @@ def test_a_tokenizer_without_offsets_is_refused_before_anything_is_written(tmp_p
     with pytest.raises(UserError, match="student.*fast tokenizer"):
         build_parts(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.numerical
+def test_a_cross_tokenizer_run_from_the_teacher_cache_trains_as_the_online_one(tmp_path, word_data, model_dirs):
+    """The cache holds the teacher's own encoding (final hidden state + the feature layer); the losses it gives are
+    the online teacher's to float32 rounding, and it is bound to the student's tokenizer."""
+    import json
+
+    from lmdistill.teachers.cache import StaleCache, open_cache
+    objectives = [{"name": "ce"}, {"name": "uld"}, {"name": "feature", "selector": "projection", "metric": "mse",
+                                                    "layers": [[1, 2]]}]
+    runs = {}
+    for kind in ("online", "cache"):
+        config = cross_config(tmp_path / kind, word_data, model_dirs, objectives)
+        if kind == "cache":
+            config["teacher_cache"] = {"dir": str(tmp_path / "teacher-cache"), "hidden_dtype": "float32"}
+        runs[kind] = train(build_config(config), log=lambda *_: None)
+        runs[kind]["log"] = [json.loads(line) for line in (tmp_path / kind / "run" / "metrics.jsonl").open()]
+    first = [r["log"][0] for r in (runs["online"], runs["cache"])]
+    # the cache was built in other batches (other padding): the teacher's outputs differ by float32 rounding along
+    # its forward and the log-softmax over its vocabulary
+    from transformers import AutoConfig
+
+    from tolerance import llama_terms, typical
+    rtol = typical(llama_terms(AutoConfig.from_pretrained(model_dirs["teacher"]), 64, vocab=262144))
+    for key in ("uld", "feature", "ce"):
+        assert abs(first[0][key] - first[1][key]) <= rtol * abs(first[0][key]), key
+    facts = json.loads((tmp_path / "cache" / "run" / "eval.json").read_text())["facts"]
+    assert facts["teacher in training"].startswith("cache, own tokenizer")
+    manifest = json.loads((tmp_path / "teacher-cache" / "manifest.json").read_text())
+    assert manifest["student_tokenizer_fingerprint"] is not None and 1 in manifest["layers"]
+    wanted = {**{k: manifest[k] for k in ("format", "teacher_fingerprint")},
+              "student_tokenizer_fingerprint": "another tokenizer"}
+    with pytest.raises(StaleCache, match="student_tokenizer_fingerprint"):
+        open_cache(tmp_path / "teacher-cache", wanted, [])

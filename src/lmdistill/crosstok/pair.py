@@ -34,9 +34,9 @@ def check_pair(config, cross, objective_classes):
         raise UserError(f"objective '{refused[0]}' compares the two models token by token and needs one tokenizer, "
                         f"but teacher {config.teacher.model} and the student tokenize differently; use the "
                         f"cross-tokenizer objectives {', '.join(able)}")
-    if config.teacher_cache is not None:
-        raise UserError("teacher_cache does not hold a teacher with another tokenizer yet; remove teacher_cache (the "
-                        "teacher then runs online)")
+    if config.teacher_cache is not None and config.teacher_cache.logits == "topk":
+        raise UserError("teacher_cache.logits: topk keeps too little of the teacher's distribution for the "
+                        "cross-tokenizer losses (they sort or renormalise all of it); use logits: head")
 
 
 def check_offsets_of(teacher_tokenizer, student_tokenizer):

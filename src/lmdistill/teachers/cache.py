@@ -46,9 +46,12 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def identity(teacher, tokenizer, examples, vocab_size, settings):
-    """What a cache must have been built from to be used (besides holding the needed layers)."""
-    return {"format": FORMAT, "teacher": teacher.config.name_or_path, "teacher_fingerprint": model_fingerprint(teacher),
+def identity(teacher, tokenizer, examples, vocab_size, settings, student_tokenizer=None):
+    """What a cache must have been built from to be used (besides holding the needed layers). With a student of
+    another tokenizer (`student_tokenizer`), the examples are the teacher's encoding of those both models keep, so
+    a cache is bound to that student tokenizer too."""
+    other = tokenizer_fingerprint(student_tokenizer) if student_tokenizer is not None else None
+    return {"format": FORMAT, "student_tokenizer_fingerprint": other, "teacher": teacher.config.name_or_path, "teacher_fingerprint": model_fingerprint(teacher),
             "teacher_dtype": str(next(teacher.parameters()).dtype).removeprefix("torch."),
             "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "data_fingerprint": data_fingerprint(examples),
             "examples": len(examples), "vocab_size": vocab_size, "logits": settings.logits,
@@ -60,14 +63,15 @@ def response_rows(example):
     return len(example.input_ids) - max(example.n_prompt, 1)
 
 
-def build(path, teacher, tokenizer, examples, vocab_size, layers, settings, batch_size=16, log=print):
+def build(path, teacher, tokenizer, examples, vocab_size, layers, settings, batch_size=16, log=print,
+          student_tokenizer=None):
     """Run the teacher over `examples` once and write the cache directory at `path` (atomically)."""
     top_k, final = settings.top_k, teacher.config.num_hidden_layers
     topk = settings.logits == "topk"
     if topk and not 0 < top_k <= vocab_size:
         raise UserError(f"teacher_cache.top_k must be between 1 and the vocabulary size {vocab_size}, got {top_k}")
     layers = sorted(set(layers) | ({final} if not topk else set()))
-    meta = identity(teacher, tokenizer, examples, vocab_size, settings)
+    meta = identity(teacher, tokenizer, examples, vocab_size, settings, student_tokenizer)
     counts = [response_rows(e) for e in examples]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     n, width = int(offsets[-1]), teacher.config.hidden_size
@@ -171,10 +175,11 @@ class TeacherCache:
         return logits
 
 
-def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settings, log=print, build_allowed=True):
+def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settings, log=print, build_allowed=True,
+                  student_tokenizer=None):
     """A matching cache at `path`, rebuilt first (with the union of its layers and `layers`) when stale.
     `settings`: config.CacheSettings (logits, top_k, hidden_dtype)."""
-    expected = identity(teacher, tokenizer, examples, vocab_size, settings)
+    expected = identity(teacher, tokenizer, examples, vocab_size, settings, student_tokenizer)
     try:
         cache = open_cache(path, expected, layers)
         log(f"teacher cache: using {path} ({cache.manifest['rows']} positions, layers {cache.manifest['layers']})")
@@ -186,7 +191,8 @@ def load_or_build(path, teacher, tokenizer, examples, vocab_size, layers, settin
         if Path(path).exists():
             log(f"teacher cache: rebuilding, {why}")
         old_layers = _layers_of(path)
-        build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), settings, log=log)
+        build(path, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(old_layers)), settings, log=log,
+              student_tokenizer=student_tokenizer)
     return open_cache(path, expected, layers)
 
 

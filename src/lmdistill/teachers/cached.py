@@ -48,12 +48,19 @@ class CachedTeacher(Teacher):
 
 def cached_teacher(cfg, teacher, tokenizer, examples, vocab_size, layers, main_process=True, wait=lambda: None,
                    log=print):
-    """The teacher read from the cache `cfg` (config.TeacherCacheConfig) describes, holding `layers` and cfg.layers.
-    Only the main process builds a missing or stale cache; `wait` is the barrier the others wait at."""
+    """The teacher read from the cache `cfg` (config.TeacherCacheConfig) describes, holding `layers` and cfg.layers."""
+    return CachedTeacher(shared_cache(cfg, teacher, tokenizer, examples, vocab_size, layers, main_process, wait, log),
+                         teacher)
+
+
+def shared_cache(cfg, teacher, tokenizer, examples, vocab_size, layers, main_process=True, wait=lambda: None,
+                 log=print, student_tokenizer=None):
+    """The cache `cfg` describes over `examples`, holding `layers` and cfg.layers. Only the main process builds a
+    missing or stale cache; `wait` is the barrier the others wait at."""
     args = (cfg.dir, teacher, tokenizer, examples, vocab_size, sorted(set(layers) | set(cfg.layers)), cfg.settings())
     if main_process:
-        cache = load_or_build(*args, log=log)
+        cache = load_or_build(*args, log=log, student_tokenizer=student_tokenizer)
     wait()
     if not main_process:
-        cache = load_or_build(*args, log=log, build_allowed=False)
-    return CachedTeacher(cache, teacher)
+        cache = load_or_build(*args, log=log, build_allowed=False, student_tokenizer=student_tokenizer)
+    return cache
