@@ -152,3 +152,31 @@ def test_a_cross_tokenizer_run_from_the_teacher_cache_trains_as_the_online_one(t
               "student_tokenizer_fingerprint": "another tokenizer"}
     with pytest.raises(StaleCache, match="student_tokenizer_fingerprint"):
         open_cache(tmp_path / "teacher-cache", wanted, [])
+
+
+@pytest.mark.e2e
+def test_compare_runs_a_cross_tokenizer_grid_from_one_teacher_cache(tmp_path, word_data, model_dirs):
+    """A grid over a pair of tokenizers: the teacher's cache built once over its own encoding, each cell reporting
+    bits per byte before and after training, the teacher's in the reference rows."""
+    import yaml
+
+    from lmdistill.compare.runner import run_compare
+    data = {"run_dir": str(tmp_path / "out"),
+            "base": {"teacher": {"model": model_dirs["teacher"]}, "student": {"model": model_dirs["student"]},
+                     "data": {"builtin": None, **word_data, "max_length": 64},
+                     "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 0, "log_every": 1},
+                     "eval": {"max_examples": 4, "batch_size": 4, "max_new_tokens": 4}},
+            "methods": {"sft": "sft", "uld": [{"name": "ce"}, {"name": "uld"}]}, "seeds": [0], "baseline": "sft"}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lines = []
+    rows = run_compare(path, log=lines.append)
+    assert {r["method"] for r in rows} == {"sft", "uld"}
+    for row in rows:
+        assert row["bpb"] > 0 and row["bpb_before"] > 0 and "kl" not in row
+    assert sum("teacher cache ready" in line for line in lines) == 1
+    (task_reference,) = (tmp_path / "out" / "reference").glob("*.json")  # the grid's one task
+    reference = json.loads(task_reference.read_text())
+    assert reference["rows"]["teacher"]["bpb"] > 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "bits/byte − sft" in report and "bits/byte before" in report

@@ -9,9 +9,9 @@ from lmdistill.compare.stats import mean, mean_std_text, paired
 from lmdistill.io import atomic_write_bytes, atomic_write_text
 from lmdistill.provenance import commit_text, record, summary
 
-METRICS = [("ce", "CE", "{:.3f}"), ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"),
-           ("accuracy", "acc %", "{:.1f}")]
-DIFFERENCES = [("ce", "CE"), ("kl", "KL")]
+METRICS = [("bpb", "bits/byte", "{:.4f}"), ("bpb_before", "bits/byte before", "{:.4f}"), ("ce", "CE", "{:.3f}"),
+           ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "acc %", "{:.1f}")]
+DIFFERENCES = [("bpb", "bits/byte"), ("ce", "CE"), ("kl", "KL")]
 
 
 def signed(x, fmt="{:.3f}"):
@@ -93,7 +93,8 @@ def plot(path, task, rows, curves, methods, primary="ce"):
         ax.scatter([i] * len(values), values, color="tab:blue", alpha=0.6, s=18, zorder=3)
         ax.plot([i - 0.3, i + 0.3], [mean(values)] * 2, color="black", lw=2, zorder=4)
     ax.set_xticks(range(len(present)), present, rotation=45, ha="right")
-    ax.set_ylabel(f"held-out {primary.upper()} (nats/token; lower is better)")
+    unit = "bits/byte of the response text" if primary == "bpb" else "nats/token"
+    ax.set_ylabel(f"held-out {primary.upper()} ({unit}; lower is better)")
     ax.set_title(f"{task}: {primary.upper()} by method (points = seeds, bar = mean)")
     ax.grid(axis="y", alpha=0.3)
     ax = axes[1]
@@ -158,7 +159,9 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
              + (f", online for {', '.join(online)} (the cache holds no attention)" if online else "") + ". "
              "Every method of a seed starts from the same student initialisation and sees the same batches (paired). "
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
-             f"computed with the online teacher. Differences are method − {baseline}, seed by seed, with a Student-t "
+             f"computed with the online teacher; with a teacher of another tokenizer, bits/byte (of the response text, "
+             f"teacher-forced) is the metric that compares models, CE is per token of the student's tokenizer and "
+             f"`bits/byte before` is the student's own before training. Differences are method − {baseline}, seed by seed, with a Student-t "
              f"95 % interval; `k/n lower` counts seeds where the method's value is lower. train s: mean training time "
              f"per cell; peak RSS: the largest over the cell's seeds (each cell is its own process).", ""]
     for task in compare.tasks:
@@ -177,7 +180,7 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
             parts += ["Paired comparisons (negative = the first method is lower, i.e. better):", "", questions, ""]
         parts += [reference_table(reference), ""]
         image = f"compare-{task}.png"
-        plot(root / image, task, task_rows, curves, methods)
+        plot(root / image, task, task_rows, curves, methods, "bpb" if all("bpb" in r for r in task_rows) else "ce")
         parts += [f"![{task}]({image})", ""]
     text = "\n".join(parts) + "\n"
     atomic_write_text(Path(root) / "report.md", text)

@@ -71,8 +71,10 @@ def build_task_cache(compare, task, parts, cached, log=print):
     teacher_needs = union(o.needs() for o in objectives).teacher
     layers = list(teacher_needs.hidden) if teacher_needs is not None else []
     started = time.time()
-    cache = load_or_build(cached[0].config.teacher_cache.dir, parts.teacher, parts.tokenizer,
-                          parts.splits["train"].examples, parts.vocab_size, layers, compare.cache, log=log)
+    cross = parts.cross_tokenizer  # then the cache holds the teacher's own encoding, bound to the student tokenizer
+    cache = load_or_build(cached[0].config.teacher_cache.dir, parts.teacher, parts.teacher_tokenizer or parts.tokenizer,
+                          parts.teacher_examples("train"), len(parts.teacher_tokenizer) if cross else parts.vocab_size,
+                          layers, compare.cache, log=log, student_tokenizer=parts.tokenizer if cross else None)
     size = sum(f["bytes"] for f in cache.manifest["files"].values())
     log(f"{task}: teacher cache ready in {time.time() - started:.0f} s ({size / 2**20:.0f} MiB)")
 
@@ -86,9 +88,11 @@ def reference_record(task, parts, root, log=print):
     split = first.eval.split
     log(f"{task}: evaluating the teacher and the trivial baselines on {split}")
     examples = held_out(parts, split)
-    forced = teacher_forced(ResponseLM(parts.teacher, parts.vocab_size), None, examples, first.eval.batch_size,
-                            parts.tokenizer.pad_token_id)
-    rows = {"teacher": {"ce": forced["ce"]}}
+    paired = parts.splits[split].paired  # a teacher with another tokenizer: its own encoding, and bits per byte
+    vocab = len(parts.teacher_tokenizer) if paired is not None else parts.vocab_size
+    forced = teacher_forced(ResponseLM(parts.teacher, vocab), None, parts.teacher_examples(split)[:len(examples)],
+                            first.eval.batch_size, parts.teacher_pad_id, paired=paired, side=0)
+    rows = {"teacher": {"ce": forced["ce"], **({"bpb": forced["bpb"]} if paired is not None else {})}}
     if first.eval.generate:
         generated, _ = reference_rows(parts, parts.teacher, split, log=log)
         rows["teacher"].update(generated.pop("teacher"))
@@ -116,9 +120,11 @@ def run_cell(cell, log=print):
 def cell_row(cell):
     result = json.loads((cell.run_dir / "eval.json").read_text())
     student = result["metrics"]["student"]
+    before = result["metrics"].get("student before training", {})  # a cross-tokenizer run's untrained student
     git = result.get("provenance", {}).get("git", {})
     row = {"task": cell.task, "method": cell.method, "seed": cell.seed, "steps": cell.config.train.steps,
-           **{k: student[k] for k in ("ce", "kl", "rougeL", "accuracy") if k in student},
+           **{k: student[k] for k in ("bpb", "ce", "kl", "rougeL", "accuracy") if k in student},
+           **({"bpb_before": before["bpb"]} if "bpb" in before else {}),
            **result.get("resources", {}), "commit": git.get("commit"), "clean": git.get("clean")}
     curves = {"train": [], "dev": []}
     for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines():
@@ -162,8 +168,9 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print):
                 continue
             trained += 1
             row, _ = cell_row(cell)
-            log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: CE {row['ce']:.3f}, KL {row.get('kl', float('nan')):.3f}"
-                f" ({seconds:.0f} s)")
+            scores = (f"bits/byte {row['bpb']:.4f} (before training {row['bpb_before']:.4f}), CE {row['ce']:.3f}"
+                      if "bpb" in row else f"CE {row['ce']:.3f}, KL {row.get('kl', float('nan')):.3f}")
+            log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: {scores} ({seconds:.0f} s)")
     finished = [c for c in grid if is_done(c)]
     rows, curves = [], {}
     for cell in finished:

@@ -13,9 +13,10 @@ from lmdistill.teachers.outputs import output_head
 
 
 @torch.no_grad()
-def teacher_forced(student, teacher, examples, batch_size, pad_id, device="cpu", paired=None):
+def teacher_forced(student, teacher, examples, batch_size, pad_id, device="cpu", paired=None, side=1):
     """Mean per response token over `examples`; `student` is a ResponseLM, `teacher` a Teacher or None. With `paired`
-    (crosstok.encode.Paired of the examples, a teacher with another tokenizer), bits per byte instead of KL."""
+    (crosstok.encode.Paired of the examples, a teacher with another tokenizer), bits per byte instead of KL.
+    side 0: `student` is that teacher itself, alone, on its own encoding (`examples` = paired.teacher)."""
     was_training = student.training
     student.eval()
     sums = {"ce": 0.0, "kl": 0.0, "teacher_ce": 0.0}
@@ -28,7 +29,7 @@ def teacher_forced(student, teacher, examples, batch_size, pad_id, device="cpu",
         tokens += len(s.targets)
         index = batch["index"].tolist()
         if paired is not None:
-            add_bits(bits, "bpb", nll, s.where, index, paired, side=1)
+            add_bits(bits, "bpb", nll, s.where, index, paired, side, count_bytes=True)
         if teacher is None:
             continue
         t = teacher(batch)
@@ -39,7 +40,7 @@ def teacher_forced(student, teacher, examples, batch_size, pad_id, device="cpu",
             t_nll = -target_log_probs(t.final, t.targets, output_head(t.lm, teacher.vocab_size))
             sums["teacher_ce"] += t_nll.sum().item()
             teacher_tokens += len(t.targets)
-            add_bits(bits, "teacher_bpb", t_nll, t.where, index, paired, side=0)
+            add_bits(bits, "teacher_bpb", t_nll, t.where, index, paired, 0, count_bytes=False)
     student.train(was_training)
     metrics = {"ce": sums["ce"] / tokens, "tokens": tokens}
     if teacher is not None:
@@ -53,10 +54,10 @@ def teacher_forced(student, teacher, examples, batch_size, pad_id, device="cpu",
     return metrics
 
 
-def add_bits(bits, key, nll, where, index, paired, side):
-    """Add the bits of the response text tokens of each complete example (rows: an example's response positions, in
-    order) to bits[key]; the student's side (1) also adds the examples' UTF-8 bytes to bits['bytes']."""
+def add_bits(bits, key, nll, where, index, paired, side, count_bytes):
+    """Add the bits of the response text tokens (paired.text_tokens[i][side]) of each complete example (rows: an
+    example's response positions, in order) to bits[key], and with count_bytes its UTF-8 bytes to bits['bytes']."""
     for rows, i in zip(nll.split(where.sum(1).tolist()), index):
         if paired.complete[i]:
             bits[key] += rows[:paired.text_tokens[i][side]].sum().item() / math.log(2)
-            bits["bytes"] += len(paired.student[i].response.encode("utf-8")) if side == 1 else 0
+            bits["bytes"] += len(paired.student[i].response.encode("utf-8")) if count_bytes else 0
