@@ -50,7 +50,7 @@ class Paired:
 
 def _encode_side(records, side, cfg):
     """Per record: (prompt ids, response ids, boundary ends, number of tokens before the suffix)."""
-    check_system_prompt(side.tokenizer, cfg, side.chat)
+    check_system_prompt(side.tokenizer, cfg, side.chat, side.role)
     chat = uses_chat_template(side.tokenizer, cfg, side.chat)
     rendered = [render(side.tokenizer, r["prompt"], r["response"], cfg, side.chat) for r in records]
     prompts, responses, offsets = tokenize(side.tokenizer, rendered, chat, offsets=True)

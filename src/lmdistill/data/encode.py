@@ -48,12 +48,12 @@ def render(tokenizer, prompt, response, cfg, chat=None):
     return prompt_text, full[len(prompt_text):].rstrip()
 
 
-def check_system_prompt(tokenizer, cfg, chat=None):
+def check_system_prompt(tokenizer, cfg, chat=None, role="teacher"):
     default_system = type(cfg).model_fields["system_prompt"].default
     wanted = cfg.use_chat_template if chat is None else chat
     if wanted and not uses_chat_template(tokenizer, cfg, chat) and cfg.system_prompt not in (None, default_system):
-        raise UserError("data.system_prompt is set but the teacher's tokenizer has no chat template to put it in; "
-                        "remove data.system_prompt (prompts are then used as plain text)")
+        raise UserError(f"data.system_prompt is set but the {role}'s tokenizer has no chat template to put it in; "
+                        f"remove data.system_prompt (prompts are then used as plain text)")
 
 
 def tokenize(tokenizer, rendered, chat, offsets=False):

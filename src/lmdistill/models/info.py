@@ -37,7 +37,7 @@ def layer_map_text(teacher_info, student_info, k):
              "  student: " + ", ".join(str(s) for _, s in pairs)]
     if teacher_info["vocab_size"] != student_info["vocab_size"]:
         lines.append(f"  note: vocab sizes differ ({teacher_info['vocab_size']} vs {student_info['vocab_size']}): "
-                     "logit KD needs the same tokenizer")
+                     "logit_kd, lens and dkd need one tokenizer; uld, gold and feature work across tokenizers")
     if teacher_info["hidden_size"] != student_info["hidden_size"]:
         lines.append(f"  note: hidden sizes differ ({teacher_info['hidden_size']} vs {student_info['hidden_size']}): "
                      "feature KD needs a selector or projection")
