@@ -42,6 +42,7 @@ def objectives(entries, teacher, student):
 
 ENTRIES = [{"name": "ce"}, {"name": "logit_kd"}, {"name": "lens", "layers": [[2, 1]]},
            {"name": "feature", "selector": "projection", "metric": "mse", "layers": [[3, 2]]},
+           {"name": "uld"}, {"name": "gold"},
            {"name": "attention", "layers": [[1, 1], [4, 2]], "relations": ["attention"]}]
 
 
@@ -52,7 +53,8 @@ def test_requests_merge_sorted_and_without_repeats():
 
 def test_each_objective_declares_what_it_reads():
     teacher, student = tiny_llama(4, 32, 0), tiny_llama(2, 16, 1)
-    ce, kd, lens, feature, attention = (o.needs() for o in objectives(ENTRIES, teacher, student))
+    ce, kd, lens, feature, uld, gold, attention = (o.needs() for o in objectives(ENTRIES, teacher, student))
+    assert uld == gold == Needs()  # logits only (with one tokenizer, every position is its own aligned group)
     assert ce == Needs(teacher=None)  # CE reads no teacher output
     assert kd == Needs()  # logits only
     assert lens == Needs(student=Request(hidden=(1,)), teacher=Request(hidden=(2,)))
@@ -123,3 +125,22 @@ def test_a_teacher_kind_refuses_what_it_cannot_give_before_anything_runs():
     assert str(e.value) == ("objective 'attention': the teacher cache stores no attention logits or value "
                             "projections; remove teacher_cache or the attention objective")
     assert CachedTeacher.refuses(Request(values=(1,))) and not CachedTeacher.refuses(Request(hidden=(1, 2)))
+
+
+@pytest.mark.numerical
+def test_with_one_tokenizer_gold_is_its_exact_divergence_and_uld_sorts_each_position():
+    """Every position its own group and every token shared: gold is logit_kd with the same divergence, and uld is the
+    sorted-probability L1 at each position."""
+    from tolerance import worst
+    teacher, student = tiny_llama(4, 32, 0), tiny_llama(2, 16, 1)
+    gold, kd, uld = objectives([{"name": "gold"}, {"name": "logit_kd", "divergence": "generalized_jsd"},
+                                {"name": "uld"}], teacher, student)
+    data = batch()
+    s = ResponseLM(student, VOCAB)(data["input_ids"], data["attention_mask"], data["labels"])
+    with torch.no_grad():
+        t = OnlineTeacher(teacher, VOCAB)(data)
+        n = len(s.targets)
+        assert abs(gold.loss(s, t, data) - kd.loss(s, t, data)) <= n * worst(4 * VOCAB, 1.0)
+        q, p = s.logits.double().softmax(-1), t.logits.double().softmax(-1)
+        want = (q.sort(-1, descending=True).values - p.sort(-1, descending=True).values).abs().sum()
+        assert abs(uld.loss(s, t, data).item() - want.item()) <= n * worst(4 * VOCAB, 2.0)
