@@ -37,7 +37,8 @@ def test_both_sides_hold_the_record_and_groups_cover_the_same_bytes(gemma, smol,
             tb = b"".join(gemma_bytes[i] for i in t.input_ids[t.n_prompt + t0:t.n_prompt + t1])
             sb = b"".join(smol_bytes[i] for i in s.input_ids[s.n_prompt + s0:s.n_prompt + s1])
             assert tb == sb  # every group but the last (the two suffixes) covers the same text
-    assert 0 < paired.one_to_one <= paired.aligned <= paired.student_tokens
+    a = paired.alignment
+    assert 0 < a.one_to_one <= a.aligned <= a.student_tokens == sum(len(s.input_ids) - s.n_prompt for s in paired.student)
     assert "student response tokens have an aligned teacher position" in paired.alignment_summary()
 
 

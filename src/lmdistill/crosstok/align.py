@@ -86,9 +86,11 @@ class AlignmentStats:
     aligned: int = 0
     one_to_one: int = 0
 
-    def add(self, groups):
-        """Count one example's groups (align's result); returns self."""
-        self.student_tokens += sum(s1 - s0 for _, _, s0, s1 in groups)
+    def add(self, groups, student_tokens=None):
+        """Count one example's groups (align's result) over its `student_tokens` (default: those the groups cover;
+        more when truncation left some in no group); returns self."""
+        covered = sum(s1 - s0 for _, _, s0, s1 in groups)
+        self.student_tokens += covered if student_tokens is None else student_tokens
         self.aligned += len(groups)
         self.one_to_one += sum(1 for t0, t1, s0, s1 in groups if t1 - t0 == 1 and s1 - s0 == 1)
         return self
@@ -100,3 +102,7 @@ class AlignmentStats:
     @property
     def one_to_one_share(self):
         return self.one_to_one / self.student_tokens if self.student_tokens else 0.0
+
+    def summary(self):
+        return (f"{self.aligned_share:.1%} of {self.student_tokens} student response tokens have an aligned teacher "
+                f"position ({self.one_to_one_share:.1%} one-to-one)")

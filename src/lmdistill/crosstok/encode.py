@@ -8,7 +8,7 @@ side's truncation are dropped.
 """
 from dataclasses import dataclass, field
 
-from lmdistill.crosstok.align import align, boundary_ends
+from lmdistill.crosstok.align import AlignmentStats, align, boundary_ends
 from lmdistill.crosstok.vocab import token_bytes
 from lmdistill.data.encode import EncodeStats, Example, check_system_prompt, fit, render, tokenize, uses_chat_template
 from lmdistill.errors import UserError
@@ -34,18 +34,14 @@ class Paired:
     teacher: list[Example]
     groups: list[list[tuple[int, int, int, int]]]  # per example: (t0, t1, s0, s1) over its response tokens
     stats: EncodeStats
-    student_tokens: int = 0   # student response tokens kept
-    aligned: int = 0          # ... that start an aligned group (a position aligned on both sides)
-    one_to_one: int = 0       # ... in a group of one token on each side
+    alignment: AlignmentStats = field(default_factory=AlignmentStats)  # over the student response tokens kept
     text_tokens: list[tuple[int, int]] = field(default_factory=list)  # per example: (teacher, student) response
     #   tokens kept that cover the response text (the rest is the end-of-response suffix)
     complete: list[bool] = field(default_factory=list)  # per example: both sides kept every text token (no
     #   truncation cut into the response text), so bits per byte compare the same text
 
     def alignment_summary(self):
-        n = max(self.student_tokens, 1)
-        return (f"{self.aligned / n:.1%} of {self.student_tokens} student response tokens have an aligned teacher "
-                f"position ({self.one_to_one / n:.1%} one-to-one)")
+        return self.alignment.summary()
 
 
 def _encode_side(records, side, cfg):
@@ -104,9 +100,7 @@ def encode_pairs(records, teacher, student, cfg):
         paired.groups.append(groups)
         paired.text_tokens.append((min(t_text, n_t), min(s_text, n_s)))
         paired.complete.append(t_text <= n_t and s_text <= n_s)
-        paired.student_tokens += n_s
-        paired.aligned += len(groups)
-        paired.one_to_one += sum(1 for t0, t1, s0, s1 in groups if t1 - t0 == 1 and s1 - s0 == 1)
+        paired.alignment.add(groups, n_s)
     if not paired.student:
         raise UserError(f"no example fits in data.max_length {cfg.max_length} for both tokenizers; raise it")
     return paired
