@@ -158,3 +158,13 @@ def test_feature_reads_the_aligned_positions(pair_models, gemma, smol):
     projected = objective.projections[0](s.hidden[3][a.student_starts])
     want = mse(projected, t.hidden[2][a.teacher_starts]) * len(s.targets)
     assert abs(value.item() - want.item()) <= 1e-5 * want.item()
+
+
+def test_gold_checks_its_divergence_and_fills_in_its_parameters():
+    from lmdistill.objectives.uld import GoldParams
+    assert GoldParams(name="gold").params == {"beta": 0.5}
+    assert GoldParams(name="gold", divergence="forward_kl").params == {}
+    with pytest.raises(ValueError, match="forward_kl has no parameter 'beta'"):
+        GoldParams(name="gold", divergence="forward_kl", params={"beta": 0.1})
+    with pytest.raises(ValueError, match="unknown divergence 'jsd'"):
+        GoldParams(name="gold", divergence="jsd")

@@ -24,17 +24,23 @@ class DivergenceParams(ObjectiveParams):
 
     @model_validator(mode="after")
     def _divergence_params(self):
-        signature = inspect.signature(divergences.get_divergence(self.divergence)).parameters
-        own = {n: p.default for n, p in signature.items() if p.kind == p.KEYWORD_ONLY}
-        for key in self.params:
-            if key not in own:
-                raise ValueError(f"{self.divergence} has no parameter '{key}'; its parameters: {list(own) or 'none'}")
-        self.params = {**own, **self.params}  # the resolved config shows every value used
+        self.params = divergence_params(self.divergence, self.params)
         return self
 
     def scale(self, value):
         """T^2 * value when t2_scaling, else value."""
         return value * self.temperature ** 2 if self.t2_scaling else value
+
+
+def divergence_params(divergence, params):
+    """`params` checked against the divergence's keyword parameters, with every default filled in (the resolved
+    config shows every value used); ValueError naming the valid ones."""
+    signature = inspect.signature(divergences.get_divergence(divergence)).parameters
+    own = {n: p.default for n, p in signature.items() if p.kind == p.KEYWORD_ONLY}
+    for key in params:
+        if key not in own:
+            raise ValueError(f"{divergence} has no parameter '{key}'; its parameters: {list(own) or 'none'}")
+    return {**own, **params}
 
 
 class LogitKDParams(DivergenceParams):

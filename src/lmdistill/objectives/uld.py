@@ -1,7 +1,6 @@
 """Objectives that compare next-token distributions over different vocabularies (crosstok/uld.py): they work
 whether or not teacher and student share a tokenizer. With another tokenizer, they read the teacher's rows at the
 groups the batch's alignment gives (`ModelOutputs.alignment`); with the same one, every position is its own group."""
-import inspect
 from typing import Any, Literal
 
 import torch
@@ -11,6 +10,7 @@ from lmdistill import divergences
 from lmdistill.crosstok.rows import identity_alignment
 from lmdistill.crosstok.uld import HybridRows, group_loss, uld_rows
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
+from lmdistill.objectives.logit_kd import divergence_params
 from lmdistill.teachers.outputs import output_head
 
 
@@ -30,12 +30,7 @@ class GoldParams(ULDParams):
 
     @model_validator(mode="after")
     def _divergence_params(self):
-        signature = inspect.signature(divergences.get_divergence(self.divergence)).parameters
-        own = {n: p.default for n, p in signature.items() if p.kind == p.KEYWORD_ONLY}
-        for key in self.params:
-            if key not in own:
-                raise ValueError(f"{self.divergence} has no parameter '{key}'; its parameters: {list(own) or 'none'}")
-        self.params = {**own, **self.params}
+        self.params = divergence_params(self.divergence, self.params)
         return self
 
 
