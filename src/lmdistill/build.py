@@ -82,23 +82,25 @@ def planned_objectives(config, teacher_config=None):
     student_config = student_model_config(config.student, teacher_config)
     teacher_tokenizer, student_tokenizer = tokenizers(config)
     context = objective_context(teacher_config, student_config, teacher_config.vocab_size,
-                                *((teacher_tokenizer, student_tokenizer) if pair.differ(teacher_tokenizer,
-                                                                                        student_tokenizer) else ()))
+                                *((teacher_tokenizer, student_tokenizer) if student_tokenizer is not teacher_tokenizer
+                                  else ()))
     objectives = build_objectives(config.objectives, context)
     check_layers(objectives, teacher_config, student_config)
     return objectives
 
 
 def tokenizers(config):
-    """(teacher tokenizer, student tokenizer): the same object when the student uses the teacher's; with two, the
-    run's pair of tokenizers is checked (objectives, offsets, prompt formats) before anything is encoded."""
+    """(teacher tokenizer, student tokenizer): the same object when the student's has the teacher's vocabulary;
+    with two, the run's pair of tokenizers is checked (objectives, offsets, prompt formats) before anything is
+    encoded."""
     teacher = config.teacher
     teacher_tokenizer = load_tokenizer(teacher.model, teacher.revision, teacher.trust_remote_code)
     student_tokenizer = pair.student_tokenizer(config, teacher_tokenizer)
     cross = pair.differ(teacher_tokenizer, student_tokenizer)
     pair.check_pair(config, cross, [OBJECTIVES[p.name] for p in config.objectives])
-    if cross:
-        pair.check_offsets_of(teacher_tokenizer, student_tokenizer)
+    if not cross:
+        return teacher_tokenizer, teacher_tokenizer
+    pair.check_offsets_of(teacher_tokenizer, student_tokenizer)
     return teacher_tokenizer, student_tokenizer
 
 
@@ -140,7 +142,7 @@ def teacher_parts(config, splits=("train", "dev", "test")):
     """Parts without a student (student None, no objectives): the data and the teacher, and the teacher tokenizer's
     vocabulary (the one a student that shares it is compared on). Data first: cheap, and most likely to be wrong."""
     teacher_tokenizer, student_tokenizer = tokenizers(config)
-    cross = teacher_tokenizer is not student_tokenizer and pair.differ(teacher_tokenizer, student_tokenizer)
+    cross = student_tokenizer is not teacher_tokenizer  # tokenizers() returns one object for one vocabulary
     loaded = load_splits(config, teacher_tokenizer, splits, student_tokenizer if cross else None)
     teacher, tokenizer = load_teacher(config.teacher)
     train_records = loaded["train"].records if "train" in loaded else data.read_records(data.split_path(config.data, "train"))
