@@ -61,9 +61,23 @@ def group_log_probs(z):
     return z[:, :-1].log_softmax(-1) + z[:, -1:]
 
 
+def top_group_probs(z, k):
+    """A group's k largest probabilities, descending, and the mass of the rest, from [c, V + 1] (logits, prefix
+    log-prob). The order is the logits' order, so only k probabilities are ever exponentiated; the rest's mass is
+    the group's total, exp(prefix), minus theirs."""
+    logits, prefix = z[:, :-1], z[:, -1:]
+    if k >= logits.shape[-1]:
+        return (logits.sort(-1, descending=True).values - logits.logsumexp(-1, keepdim=True) + prefix).exp(), 0.0
+    top = (logits.topk(k, -1).values - logits.logsumexp(-1, keepdim=True) + prefix).exp()
+    return top, (prefix.squeeze(-1).exp() - top.sum(-1)).clamp_min(0)
+
+
 def uld_rows(z, tz):
-    """ULD per group from each side's [c, V + 1] (logits, prefix log-prob)."""
-    return sorted_l1(group_log_probs(z).exp(), group_log_probs(tz).exp())
+    """ULD per group from each side's [c, V + 1] (logits, prefix log-prob): sorted_l1 of the two distributions, with
+    only the shorter vocabulary's length of the longer side sorted."""
+    k = min(z.shape[-1], tz.shape[-1]) - 1
+    (q, q_rest), (p, p_rest) = top_group_probs(z, k), top_group_probs(tz, k)
+    return (q - p).abs().sum(-1) + q_rest + p_rest
 
 
 class HybridRows:
