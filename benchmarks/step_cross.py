@@ -2,6 +2,7 @@
 reading the batch in its own tokenization. Its floor (x-floor), lmdistill's objectives for it, and our ULD on the
 first batch under TRL GOLD's normalisation, for the first-step loss comparison with trl-gold."""
 import copy
+import dataclasses
 import statistics
 
 import torch
@@ -73,13 +74,19 @@ def uld_first_batch(parts, batch, context):
     params = build_config({**parts.config.model_dump(mode="json"), "objectives": CROSS["x-uld-only"]}).objectives
     uld = build_objectives(params, context)[0]
     student, teacher = ResponseLM(parts.student, parts.vocab_size), teacher_of(parts, "train")
-    sums, groups, tokens = [], [], 0
+    from lmdistill.teachers.outputs import lm_head_logits
+    sums, sums64, groups, tokens = [], [], [], 0
     for k in range(len(batch["input_ids"])):
         one = one_example(batch, k)
         s, t = student(one["input_ids"], one["attention_mask"], one["labels"]), teacher(one)
         sums.append(float(uld.loss(s, t, one)))
+        # the same loss in float64 on the same float32 logits: what the loss arithmetic alone rounds
+        t64 = dataclasses.replace(t, logits=lm_head_logits(teacher.lm, t.final)[:, :context.teacher_vocab].double())
+        sums64.append(float(uld.loss(dataclasses.replace(s, logits=s.logits.double()), t64, one)))
         groups.append(len(t.alignment.student.last))
         tokens += len(s.targets)
-    per_group = [v / g if g else 0.0 for v, g in zip(sums, groups)]  # TRL: 0 for an example with no group
-    return {"ours": sum(sums) / tokens, "ours_trl_normalised": statistics.fmean(per_group), "groups": sum(groups),
-            "student_tokens": tokens}
+
+    def trl_normalised(values):  # TRL: each example's sum over its groups / its groups (0 with none), then the mean
+        return statistics.fmean(v / g if g else 0.0 for v, g in zip(values, groups))
+    return {"ours": sum(sums) / tokens, "ours_trl_normalised": trl_normalised(sums),
+            "float64_trl_normalised": trl_normalised(sums64), "groups": sum(groups), "student_tokens": tokens}
