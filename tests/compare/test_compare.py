@@ -1,6 +1,7 @@
 """`lmdistill compare`: statistics on known inputs, the grid's pairing, resumption, the report."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,20 @@ def test_a_cell_saved_under_another_schema_default_is_not_done(tmp_path, word_da
     del saved["teacher_cache"]["logits"]  # as written before the key existed
     (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     assert not runner.is_done(cell)
+
+
+ROOT = Path(__file__).parents[2]
+SHIPPED_FILES = sorted([*(ROOT / "benchmarks").glob("*.yaml"), *(ROOT / "configs").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", SHIPPED_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_and_compare_file_is_valid(path):
+    from lmdistill.compare.grid import cells
+    from lmdistill.config import build_config, read_yaml
+    data = read_yaml(path)
+    if "methods" in data:
+        compare = load_compare(path)
+        compare.teacher = "online"  # every cell's config is built; whether the cache serves it needs the models
+        assert cells(compare), f"{path.name} has no cells"
+    else:
+        build_config(data)
