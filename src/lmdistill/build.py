@@ -4,7 +4,7 @@ from dataclasses import dataclass, replace
 from lmdistill import data
 from lmdistill.errors import UserError
 from lmdistill.crosstok import pair
-from lmdistill.models import load_model, load_student, load_teacher, load_tokenizer, shared_vocab_size
+from lmdistill.models import load_model, load_student, load_teacher_model, load_tokenizer, shared_vocab_size
 from lmdistill.models.vocab import check_rows
 from lmdistill.models.loading import model_config, student_model_config
 from lmdistill.objectives import OBJECTIVES, build_objectives
@@ -144,7 +144,7 @@ def teacher_parts(config, splits=("train", "dev", "test")):
     teacher_tokenizer, student_tokenizer = tokenizers(config)
     cross = student_tokenizer is not teacher_tokenizer  # tokenizers() returns one object for one vocabulary
     loaded = load_splits(config, teacher_tokenizer, splits, student_tokenizer if cross else None)
-    teacher, tokenizer = load_teacher(config.teacher)
+    teacher, tokenizer = load_teacher_model(config.teacher), teacher_tokenizer
     train_records = loaded["train"].records if "train" in loaded else data.read_records(data.split_path(config.data, "train"))
     task = data.task_kind(config.data, train_records)
     if cross:

@@ -71,10 +71,15 @@ def load_model(name, dtype="float32", revision=None, trust_remote_code=False):
 
 def load_teacher(cfg):
     """The frozen teacher and its tokenizer (the tokenizer every dataset is encoded with)."""
+    return load_teacher_model(cfg), load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)
+
+
+def load_teacher_model(cfg):
+    """The teacher model, frozen (eval mode, no gradients)."""
     model = load_model(cfg.model, cfg.dtype, cfg.revision, cfg.trust_remote_code)
     model.eval()
     model.requires_grad_(False)
-    return model, load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)
+    return model
 
 
 def _config_class(arch):
