@@ -44,39 +44,25 @@ def earlier_rows(rows):
     return inside.nonzero().squeeze(-1)
 
 
-def sorted_l1(q, p):
-    """[c]: sum_k |sort(q)_k - sort(p)_k| per row of q [c, Vq] and p [c, Vp] (non-negative), the shorter padded with 0.
-    Past the shorter length only the longer side has entries, so that part is its remaining mass."""
-    if q.shape[-1] > p.shape[-1]:
-        q, p = p, q
-    k = q.shape[-1]
-    short = q.sort(-1, descending=True).values
-    top = p.topk(k, -1).values if p.shape[-1] > k else p.sort(-1, descending=True).values
-    tail = (p.sum(-1) - top.sum(-1)).clamp_min(0) if p.shape[-1] > k else 0.0
-    return (short - top).abs().sum(-1) + tail
-
-
-def group_log_probs(z):
-    """log of a group's distribution from [c, V + 1]: logits (already / T), then the group's prefix log-prob."""
-    return z[:, :-1].log_softmax(-1) + z[:, -1:]
-
-
-def top_group_probs(z, k):
-    """A group's k largest probabilities, descending, and the mass of the rest, from [c, V + 1] (logits, prefix
-    log-prob). The order is the logits' order, so only k probabilities are ever exponentiated; the rest's mass is
-    the group's total, exp(prefix), minus theirs."""
-    logits, prefix = z[:, :-1], z[:, -1:]
+def top_probs(logits, log_norm, k, log_mass=None):
+    """The k largest of exp(logits - log_norm) per row, descending, and the mass of the rest of them. The order is the
+    logits' order, so only k are ever exponentiated; the rest's mass is the total (exp(log_mass), by default from
+    the logits) minus theirs. With k at least the row's length, all of them sorted and no rest."""
     if k >= logits.shape[-1]:
-        return (logits.sort(-1, descending=True).values - logits.logsumexp(-1, keepdim=True) + prefix).exp(), 0.0
-    top = (logits.topk(k, -1).values - logits.logsumexp(-1, keepdim=True) + prefix).exp()
-    return top, (prefix.squeeze(-1).exp() - top.sum(-1)).clamp_min(0)
+        return (logits.sort(-1, descending=True).values - log_norm).exp(), 0.0
+    top = (logits.topk(k, -1).values - log_norm).exp()
+    if log_mass is None:
+        log_mass = logits.logsumexp(-1, keepdim=True) - log_norm
+    return top, (log_mass.squeeze(-1).exp() - top.sum(-1)).clamp_min(0)
 
 
 def uld_rows(z, tz):
-    """ULD per group from each side's [c, V + 1] (logits, prefix log-prob): sorted_l1 of the two distributions, with
-    only the shorter vocabulary's length of the longer side sorted."""
+    """ULD per group from each side's [c, V + 1] (logits, prefix log-prob): sum_k |sort(q)_k - sort(p)_k| with the
+    shorter side padded with zeros, so past its length only the longer side's remaining mass counts. A group's
+    probabilities are exp(logit - logsumexp + prefix); they sum to exp(prefix)."""
     k = min(z.shape[-1], tz.shape[-1]) - 1
-    (q, q_rest), (p, p_rest) = top_group_probs(z, k), top_group_probs(tz, k)
+    sides = [top_probs(x[:, :-1], x[:, :-1].logsumexp(-1, keepdim=True) - x[:, -1:], k, x[:, -1:]) for x in (z, tz)]
+    (q, q_rest), (p, p_rest) = sides
     return (q - p).abs().sum(-1) + q_rest + p_rest
 
 
@@ -97,13 +83,20 @@ class HybridRows:
         if self.s_ids.device != z.device:
             self.s_ids, self.t_ids, self.s_rest, self.t_rest = (
                 x.to(z.device) for x in (self.s_ids, self.t_ids, self.s_rest, self.t_rest))
-        lq, lp = group_log_probs(z), group_log_probs(tz)
+        s_logits, t_logits = z[:, :-1], tz[:, :-1]
+        t_lse = t_logits.logsumexp(-1, keepdim=True)
+        s_norm = s_logits.logsumexp(-1, keepdim=True) - z[:, -1:]  # a group's probabilities: exp(logit - norm)
+        t_norm = t_lse - tz[:, -1:]
+        t_shared = t_logits[:, self.t_ids]
         with torch.no_grad():
-            self.shared_mass += (lp[:, self.t_ids].logsumexp(-1) - lp.logsumexp(-1)).exp().sum().item()
-            self.groups += len(lp)
-        exact = self.exact(lq[:, self.s_ids], lp[:, self.t_ids])
-        rest = sorted_l1(lq[:, self.s_rest].exp(), lp[:, self.t_rest].exp())
-        return self.exact_weight * exact + self.uld_weight * rest
+            self.shared_mass += (t_shared.logsumexp(-1, keepdim=True) - t_lse).exp().sum().item()
+            self.groups += len(tz)
+        # the divergence softmaxes its inputs: logits over the shared tokens are their renormalised distribution
+        exact = self.exact(s_logits[:, self.s_ids], t_shared)
+        k = min(len(self.s_rest), len(self.t_rest))
+        q, q_rest = top_probs(s_logits[:, self.s_rest], s_norm, k)
+        p, p_rest = top_probs(t_logits[:, self.t_rest], t_norm, k)
+        return self.exact_weight * exact + self.uld_weight * ((q - p).abs().sum(-1) + q_rest + p_rest)
 
 
 def _complement(ids, size):
