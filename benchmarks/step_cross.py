@@ -71,17 +71,18 @@ def uld_first_batch(parts, batch, context):
     from lmdistill.objectives import build_objectives
     from lmdistill.teachers import ResponseLM
     from lmdistill.config import build_config
+    from lmdistill.teachers.outputs import output_head
     params = build_config({**parts.config.model_dump(mode="json"), "objectives": CROSS["x-uld-only"]}).objectives
     uld = build_objectives(params, context)[0]
     student, teacher = ResponseLM(parts.student, parts.vocab_size), teacher_of(parts, "train")
-    from lmdistill.teachers.outputs import lm_head_logits
+    head = output_head(teacher.lm, context.teacher_vocab)
     sums, sums64, groups, tokens = [], [], [], 0
     for k in range(len(batch["input_ids"])):
         one = one_example(batch, k)
         s, t = student(one["input_ids"], one["attention_mask"], one["labels"]), teacher(one)
         sums.append(float(uld.loss(s, t, one)))
         # the same loss in float64 on the same float32 logits: what the loss arithmetic alone rounds
-        t64 = dataclasses.replace(t, logits=lm_head_logits(teacher.lm, t.final)[:, :context.teacher_vocab].double())
+        t64 = dataclasses.replace(t, logits=head.fn(t.final).double())
         sums64.append(float(uld.loss(dataclasses.replace(s, logits=s.logits.double()), t64, one)))
         groups.append(len(t.alignment.student.last))
         tokens += len(s.targets)
