@@ -34,3 +34,16 @@ def test_baselines_and_classification_scores():
 def test_report_table_shows_std_and_missing_values():
     table = metrics_table({"student": {"ce": 1.23456, "rougeL": 10.0, "rougeL_std": 1.5}, "echo": {"rougeL": 3.0}})
     assert "| student | 1.235 | 10.0 ± 1.5 |" in table and "| echo | - | 3.0 |" in table
+
+
+def test_report_samples_show_each_generations_scores():
+    from lmdistill.eval.report import render_report
+    result = {"split": "test", "examples": 1, "response_tokens": 3, "task": "generation",
+              "metrics": {"student": {"ce": 1.0, "gen_bpb": 2.5, "loops": 100.0}},
+              "samples": [{"prompt": "p", "reference": "r", "student": "a a a", "student_loops": True,
+                           "student_gen_bpb": 0.123, "teacher": "t", "teacher_loops": False, "teacher_gen_bpb": None},
+                          {"prompt": "p", "reference": "r", "student": "old", "teacher": ""}]}  # an older run's
+    report = render_report(result, {})
+    assert "  - student: 'a a a' (teacher: 0.123 bits/byte, loops)" in report
+    assert "  - teacher: 't'\n" in report and "  - student: 'old'\n" in report
+    assert "| student | 1.000 | 2.500 | 100 |" in report

@@ -36,6 +36,8 @@ def test_real_run_learns_and_writes_outputs(tmp_path, word_data):
     assert student["ce"] < math.log(49152) - 2  # far below a uniform guess
     assert student["kl"] > 0 and result["metrics"]["teacher"]["ce"] > 0
     assert {"constant", "echo"} <= set(result["metrics"]) and "rougeL" in student
+    assert {"gen_bpb", "gen_nll", "distinct1", "distinct2", "loops"} <= set(student)
+    assert "generations: teacher's bits/byte" in (run / "report.md").read_text()
     for name in ("config.yaml", "metrics.jsonl", "report.md", "eval.json", "student/model.safetensors",
                  "student/tokenizer.json", "checkpoints/step-000040/trainer.pt"):
         assert (run / name).exists(), name
@@ -198,9 +200,13 @@ def test_sampled_evaluation_over_seeds_and_classification_accuracy(tmp_path, wor
     result = evaluate(parts, student, teacher, "test", log=lambda *_: None)
     rows = result["metrics"]
     assert {"rougeL", "rougeL_std", "accuracy", "accuracy_std"} <= set(rows["student"])
+    assert {"gen_bpb", "gen_bpb_std", "distinct2", "loops"} <= set(rows["student"])  # over the three seeds
     assert "accuracy" in rows["constant"] and "accuracy" in rows["teacher"]
+    assert {"gen_bpb", "distinct1", "loops"} <= set(rows["teacher"]) and rows["constant"]["loops"] == 0
+    assert all(s["student_gen_bpb"] is None or s["student_gen_bpb"] > 0 for s in result["samples"])
     prompts = [[1, 2, 3], [4, 5]]
     sample = lambda seed: generate(parts.teacher, parts.tokenizer, prompts, 6, 2, do_sample=True, seed=seed)
     assert sample(5) == sample(5)
     greedy = generate(parts.teacher, parts.tokenizer, prompts, 6, 1)
     assert greedy == generate(parts.teacher, parts.tokenizer, prompts, 6, 2)  # left padding changes nothing
+    assert len(greedy[0]) == len(greedy[1]) == len(prompts)  # (texts, ended)

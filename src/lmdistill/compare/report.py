@@ -10,8 +10,9 @@ from lmdistill.io import atomic_write_bytes, atomic_write_text
 from lmdistill.provenance import commit_text, record, summary
 
 METRICS = [("bpb", "bits/byte", "{:.4f}"), ("bpb_before", "bits/byte before", "{:.4f}"), ("ce", "CE", "{:.3f}"),
-           ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "acc %", "{:.1f}")]
-DIFFERENCES = [("bpb", "bits/byte"), ("ce", "CE"), ("kl", "KL")]
+           ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "acc %", "{:.1f}"),
+           ("gen_bpb", "gen. bits/byte (T)", "{:.3f}"), ("distinct2", "distinct-2", "{:.3f}"), ("loops", "loops %", "{:.0f}")]
+DIFFERENCES = [("bpb", "bits/byte"), ("ce", "CE"), ("kl", "KL"), ("gen_bpb", "gen. bits/byte")]
 
 
 def signed(x, fmt="{:.3f}"):

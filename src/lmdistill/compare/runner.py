@@ -117,13 +117,16 @@ def run_cell(cell, log=print):
     return code, time.time() - started
 
 
+ROW_METRICS = ("bpb", "ce", "kl", "rougeL", "accuracy", "gen_bpb", "gen_nll", "distinct1", "distinct2", "loops")
+
+
 def cell_row(cell):
     result = json.loads((cell.run_dir / "eval.json").read_text())
     student = result["metrics"]["student"]
     before = result["metrics"].get("student before training", {})  # a cross-tokenizer run's untrained student
     git = result.get("provenance", {}).get("git", {})
     row = {"task": cell.task, "method": cell.method, "seed": cell.seed, "steps": cell.config.train.steps,
-           **{k: student[k] for k in ("bpb", "ce", "kl", "rougeL", "accuracy") if k in student},
+           **{k: student[k] for k in ROW_METRICS if k in student},
            **({"bpb_before": before["bpb"]} if "bpb" in before else {}),
            **result.get("resources", {}), "commit": git.get("commit"), "clean": git.get("clean")}
     curves = {"train": [], "dev": []}
