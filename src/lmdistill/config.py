@@ -10,6 +10,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 from lmdistill.config_keys import check_keys, one_line, read_yaml, set_path
 from lmdistill.config_models import (  # noqa: F401 (part of the schema: imported from here)
     CacheSettings, DType, FromTeacher, Strict, StudentConfig, StudentSpec, TeacherCacheConfig, TeacherConfig)
+from lmdistill.config_responses import AdaptiveConfig, ResponsesConfig  # noqa: F401
 from lmdistill.errors import UserError
 from lmdistill.io import atomic_write_text
 from lmdistill.objectives import ObjectiveParams, labels_of, objective_params_class
@@ -92,6 +93,7 @@ class TrainConfig(Strict):
     save_every: int = Field(0, ge=0, description="0 saves only the final checkpoint")
     keep_checkpoints: int = Field(2, gt=0)
     weighting: WeightingConfig = WeightingConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 class EvalConfig(Strict):
@@ -166,6 +168,20 @@ class Config(Strict):
                 raise ValueError(f"at step {step + 1} every objective ({', '.join(labels)}) is switched off by its "
                                  f"schedule; let one objective's schedule start at step 0 (schedule.start_step) and "
                                  f"not decay to 0")
+        return self
+
+    @model_validator(mode="after")
+    def _responses_fit(self):
+        responses, data = self.train.responses, self.data
+        if responses.writes and responses.max_new_tokens >= data.max_length:
+            raise ValueError(f"train.responses.max_new_tokens {responses.max_new_tokens} leaves no room for a prompt in "
+                             f"data.max_length {data.max_length}; lower it or raise data.max_length")
+        if responses.source == "student" and self.teacher_cache is not None:
+            raise ValueError("train.responses.source: student needs the online teacher to score the text the student "
+                             "writes, which a teacher cache cannot; remove teacher_cache")
+        if responses.adaptive is not None and not self.train.eval_every:
+            raise ValueError("train.responses.adaptive follows the dev CE, but train.eval_every is 0; set "
+                             "train.eval_every (e.g. 50)")
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from lmdistill.models.builtin import BUILTIN
 from lmdistill.objectives.needs import union
 from lmdistill.provenance import command_line, commit_text, machine, peak_memory_gib, peak_memory_text
 from lmdistill.provenance import record as provenance_record
+from lmdistill.responses import check_responses, fit_prompts
 from lmdistill.teachers.cross_tokenizer import CrossTokenizerTeacher
 
 # Keys that may change when a run is resumed; anything else must match the saved config.
@@ -136,6 +137,8 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     seed_everything(config.seed)
     started = time.time()
     parts = build_parts(config, log=log)
+    check_responses(parts)
+    parts = fit_prompts(parts, log)
     _check_before_output(parts, run_dir, log)
     accelerator.wait_for_everyone()  # every process has checked run_dir before the main one writes to it
     if accelerator.is_main_process:

@@ -1,6 +1,8 @@
 """Batched generation from prompt ids (left-padded), greedy or sampled with a seed."""
 import torch
 
+from lmdistill.responses.sampling import left_padded
+
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=False, temperature=1.0,
@@ -13,12 +15,8 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=Fa
     torch.manual_seed(seed)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, p in enumerate(chunk):
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
+        ids, mask = left_padded(chunk, pad)
+        width = ids.shape[1]
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,

@@ -9,6 +9,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from lmdistill.data import BatchOrder, collate
@@ -16,6 +17,7 @@ from lmdistill.errors import UserError
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.objectives import labels_of
 from lmdistill.objectives.needs import union
+from lmdistill.responses import make_writer
 from lmdistill.teachers import response_positions
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
@@ -56,6 +58,7 @@ class Trainer:
                                 parts.config.seed, accelerator.num_processes, accelerator.process_index)
         self.weighting = Weighting(self.cfg.weighting, [o.weight for o in self.objectives],
                                    [o.params.schedule for o in self.objectives], self.cfg.steps)
+        self.writer = make_writer(parts, accelerator)  # None unless the student writes responses
         self.step = 0
         self.bad_in_a_row = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.skipped = 0
@@ -73,14 +76,23 @@ class Trainer:
         self.step, state = load_checkpoint(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
         self.skipped, self.bad_in_a_row = state.get("skipped", 0), state.get("bad_in_a_row", 0)
         self.weighting.load_state(state.get("weighting"))
+        if self.writer is not None:
+            self.writer.load_state(state["responses"][self.accelerator.process_index])
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
     def _micro_batches(self, step):
-        examples = self.parts.splits["train"].examples
-        device = self.accelerator.device
-        return [{**{k: v.to(device) for k, v in collate([examples[i] for i in idx], self.pad).items()},
-                 "index": torch.tensor(idx)} for idx in self.order.step(step)]
+        """The step's micro-batches; those the student writes carry its responses to their prompts."""
+        examples, device = self.parts.splits["train"].examples, self.accelerator.device
+        batches = []
+        for k, idx in enumerate(self.order.step(step)):
+            chosen = [examples[i] for i in idx]
+            if self.writer is not None:
+                with self.accelerator.autocast():
+                    chosen = self.writer.examples(self.unwrapped.lm, step, k, chosen)
+            batches.append({**{key: v.to(device) for key, v in collate(chosen, self.pad).items()},
+                            "index": torch.tensor(idx)})
+        return batches
 
     def train_step(self, step):
         """One optimizer step; returns per-token component losses, token counts and the grad norm."""
@@ -191,12 +203,24 @@ class Trainer:
                               self.parts.config.eval.batch_size, self.pad, self.accelerator.device)
 
     def save(self):
+        counters = {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "weighting": self.weighting.state()}
+        if self.writer is not None:  # each process's own replay buffer
+            counters["responses"] = gather_object([self.writer.state()])
         if self.accelerator.is_main_process:
             extra = self.accelerator.unwrap_model(self.extra)
             return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, extra, self.optimizer,
-                                   self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints,
-                                   {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,
-                                    "weighting": self.weighting.state()})
+                                   self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints, counters)
+
+    def _window_stats(self):
+        """What the log adds for a window of steps: with written responses, the share of micro-batches of each kind,
+        the probability that the student writes, and the share of the window's time spent generating."""
+        if self.writer is None:
+            return {}
+        seconds = time.time() - self.window_start
+        stats = {f"responses_{k}": v for k, v in self.writer.take_stats().items()}
+        stats["responses_generate_share"] = (self.writer.seconds - self.window_generating) / max(seconds, 1e-9)
+        self.window_generating = self.writer.seconds
+        return stats
 
     def fit(self, stop_at=None):
         """Train to train.steps (or stop_at, leaving a checkpoint to --resume from); returns step losses."""
@@ -206,7 +230,10 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not acc.is_main_process, dynamic_ncols=True,
                    mininterval=1.0, desc="train")
         self.window_tokens, self.window_start = 0, time.time()
+        self.window_generating = self.writer.seconds if self.writer is not None else 0.0
         history = []
+        if self.writer is not None and self.writer.wants_start:
+            self.writer.after_dev(self.evaluate_dev()["ce"])  # the adaptive schedule's first reference point
         self.logger = MetricsLogger(self.run_dir, acc.is_main_process)  # opened here: fit() closes it on any exit
         try:
             with self._sigint_saves(), bar:  # (closing the bar on an error puts the error message on its own line)
@@ -255,11 +282,13 @@ class Trainer:
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
             self.logger.log(self.step, "train", {**components, "lr": self.scheduler.get_last_lr()[0],
                                                  "grad_norm": grad_norm, "tokens_per_s": rate,
-                                                 "skipped_steps": self.skipped})
+                                                 "skipped_steps": self.skipped, **self._window_stats()})
             self.window_tokens, self.window_start = 0, time.time()
         if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
             metrics = self.evaluate_dev()
             if metrics:
+                if self.writer is not None:
+                    self.writer.after_dev(metrics["ce"])
                 self.logger.log(self.step, "dev", metrics)
                 bar.write(f"step {self.step}: dev CE {metrics['ce']:.3f}"
                           + (f", KL {metrics['kl']:.3f}" if "kl" in metrics else ""))

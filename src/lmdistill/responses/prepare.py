@@ -1,0 +1,55 @@
+"""Setting up written responses for a run: the checks a user can act on, the training prompts that leave room for
+a response, and the writer the trainer asks for each micro-batch."""
+from dataclasses import replace
+
+from lmdistill.errors import UserError
+from lmdistill.responses.sampling import stop_ids
+from lmdistill.responses.writer import StudentWriter
+
+
+def check_responses(parts):
+    """UserError for what train.responses asks and these models or data cannot give."""
+    config = parts.config
+    responses = config.train.responses
+    if not responses.writes:
+        return
+    if responses.teacher_writes:
+        raise UserError("train.responses: the teacher's generations (source: teacher, or off_policy: teacher) are not "
+                        "available yet; use source: student with off_policy: dataset, or source: dataset")
+    if parts.cross_tokenizer:
+        raise UserError("train.responses.source: student is not available yet with a teacher that has another "
+                        "tokenizer; use source: dataset, or a teacher that shares the student's tokenizer")
+    if not stop_ids(parts.tokenizer, config.data):
+        raise UserError("train.responses.source: student needs a token that ends a response, but the student's "
+                        "tokenizer has no EOS token and its prompt format writes none; give the tokenizer an "
+                        "eos_token, or use source: dataset")
+    if responses.adaptive is not None and "dev" not in parts.splits:
+        raise UserError("train.responses.adaptive follows the dev CE, but the data has no dev split; add data.dev")
+
+
+def fit_prompts(parts, log=print):
+    """The parts with the training examples whose prompt leaves room for max_new_tokens in data.max_length (the
+    others are dropped and counted)."""
+    responses, max_length = parts.config.train.responses, parts.config.data.max_length
+    if not responses.writes:
+        return parts
+    split = parts.splits["train"]
+    kept = [e for e in split.examples if e.n_prompt + responses.max_new_tokens <= max_length]
+    if len(kept) < len(split.examples):
+        log(f"train: {len(split.examples) - len(kept)} of {len(split.examples)} prompts leave less than "
+            f"train.responses.max_new_tokens {responses.max_new_tokens} tokens of data.max_length {max_length} for a "
+            f"response and are dropped")
+    if not kept:
+        raise UserError(f"no training prompt leaves room for train.responses.max_new_tokens "
+                        f"{responses.max_new_tokens} in data.max_length {max_length}; lower one or raise the other")
+    stats = replace(split.stats, dropped=split.stats.dropped + len(split.examples) - len(kept))
+    return replace(parts, splits={**parts.splits, "train": replace(split, examples=kept, stats=stats)})
+
+
+def make_writer(parts, accelerator):
+    """The StudentWriter of a run whose student writes responses, else None."""
+    config = parts.config
+    if config.train.responses.source != "student":
+        return None
+    return StudentWriter(config.train.responses, config.seed, config.train.steps, parts.tokenizer.pad_token_id,
+                         stop_ids(parts.tokenizer, config.data), accelerator.process_index, accelerator.device)

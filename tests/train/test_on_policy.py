@@ -1,0 +1,76 @@
+"""On-policy training end to end: the student writes the responses of its micro-batches during training, the teacher
+scores them, and a resumed run writes and trains on exactly what an uninterrupted one does."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmdistill.config import build_config
+from lmdistill.errors import UserError
+from lmdistill.run import train
+from conftest import tiny_config
+
+pytestmark = pytest.mark.e2e
+
+ON_POLICY = {"source": "student", "max_new_tokens": 8}
+
+
+def test_student_written_batches_keep_the_prompts_and_carry_the_students_responses(tmp_path, word_data):
+    from lmdistill.build import build_parts, wrap
+    from lmdistill.run import make_accelerator
+    from lmdistill.train.loop import Trainer
+    config = build_config(tiny_config(tmp_path, word_data, train={"responses": {**ON_POLICY, "lmbda": 1.0}}))
+    parts = build_parts(config)
+    student, teacher = wrap(parts)
+    trainer = Trainer(parts, student, teacher, make_accelerator(config), tmp_path, log=lambda *_: None)
+    batch = trainer._micro_batches(0)[0]
+    examples = [parts.splits["train"].examples[i] for i in batch["index"].tolist()]
+    for row, labels, mask, example in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], examples):
+        n = int(mask.sum())
+        assert row[:example.n_prompt].tolist() == example.input_ids[:example.n_prompt]  # the dataset's prompt
+        response = row[example.n_prompt:n].tolist()
+        assert labels[example.n_prompt:n].tolist() == response and (labels[:example.n_prompt] == -100).all()
+        assert 1 <= len(response) <= 8 and (len(response) == 8 or response[-1] == parts.tokenizer.eos_token_id)
+    assert any(row[e.n_prompt:int(m.sum())].tolist() != e.input_ids[e.n_prompt:]
+               for row, m, e in zip(batch["input_ids"], batch["attention_mask"], examples))  # not the references
+    assert trainer.student.training
+
+
+def _losses(run_dir):
+    return [json.loads(line) for line in open(run_dir / "metrics.jsonl") if json.loads(line)["kind"] == "train"]
+
+
+def test_adaptive_on_policy_run_logs_its_choices_and_resumes_exactly(tmp_path, word_data):
+    responses = {**ON_POLICY, "adaptive": {"start": 0.5, "buffer_size": 8, "tolerance": 0.0}}
+    settings = {"steps": 6, "eval_every": 2, "responses": responses}
+    straight = build_config(tiny_config(tmp_path / "a", word_data, train=settings))
+    train(straight, log=lambda *_: None)
+    logged = _losses(tmp_path / "a")
+    kinds = {k for entry in logged for k in ("written", "replayed", "dataset")
+             if entry.get(f"responses_{k}_share", 0) > 0}
+    assert "written" in kinds and len(kinds) >= 2  # a probability of 1/2 or more over 6 steps
+    assert all(0 < entry["responses_lmbda"] <= 1 for entry in logged)
+    assert any(entry["responses_generate_share"] > 0 for entry in logged)
+    split = build_config(tiny_config(tmp_path / "b", word_data, train=settings))
+    assert train(split, stop_at=3, log=lambda *_: None) is None
+    train(split, resume=True, log=lambda *_: None)
+    a, b = (load_file(tmp_path / name / "student/model.safetensors") for name in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [e["loss"] for e in logged] == [e["loss"] for e in _losses(tmp_path / "b")]
+    assert [e["responses_lmbda"] for e in logged] == [e["responses_lmbda"] for e in _losses(tmp_path / "b")]
+
+
+@pytest.mark.parametrize("responses, message", [
+    ({"source": "student", "lmbda": 1.2}, "train.responses.lmbda: Input should be less than or equal to 1"),
+    ({"source": "student", "max_new_tokens": 64}, "leaves no room for a prompt in data.max_length 64"),
+    ({"source": "student", "temperature": 0.7, "do_sample": False}, "temperature=0.7 is only used when generating"),
+    ({"lmbda": 0.5}, "lmbda=0.5 is only used with source: student"),
+    ({"source": "student", "max_new_tokens": 60}, "no training prompt leaves room"),
+])
+def test_bad_responses_settings_are_one_line_errors_before_anything_is_written(tmp_path, word_data, responses,
+                                                                               message):
+    with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")) as error:
+        train(build_config(tiny_config(tmp_path / "run", word_data, train={"responses": responses})),
+              log=lambda *_: None)
+    assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
