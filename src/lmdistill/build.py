@@ -138,6 +138,14 @@ def load_splits(config, tokenizer, splits, student_tokenizer=None):
     return loaded
 
 
+def encode_like(parts, name, records):
+    """`records` encoded as the run encodes its split `name` (with two tokenizers, each model's own encoding)."""
+    config = parts.config
+    encoder = pair.pair_encoder(config, parts.teacher_tokenizer, parts.tokenizer) if parts.cross_tokenizer else None
+    return data.encode_split(config.data, name, records, parts.teacher_tokenizer or parts.tokenizer,
+                             config.teacher.use_chat_template, encoder)
+
+
 def teacher_parts(config, splits=("train", "dev", "test")):
     """Parts without a student (student None, no objectives): the data and the teacher, and the teacher tokenizer's
     vocabulary (the one a student that shares it is compared on). Data first: cheap, and most likely to be wrong."""

@@ -19,7 +19,7 @@ from lmdistill.models.builtin import BUILTIN
 from lmdistill.objectives.needs import union
 from lmdistill.provenance import command_line, commit_text, machine, peak_memory_gib, peak_memory_text
 from lmdistill.provenance import record as provenance_record
-from lmdistill.responses import check_responses, fit_prompts
+from lmdistill.responses import check_responses, describe, fit_prompts, with_teacher_responses
 from lmdistill.teachers.cross_tokenizer import CrossTokenizerTeacher
 
 # Keys that may change when a run is resumed; anything else must match the saved config.
@@ -116,6 +116,7 @@ def _check_before_output(parts, run_dir, log):
     """What a user can fix and only the built models can tell: checked before the run writes anything."""
     log(f"models: {models_line(parts.config)}")
     log(f"data: {data.describe(parts.config.data, parts.splits)}")
+    log(f"training responses: {describe(parts.config.train.responses)}")
     for split in parts.splits.values():
         log(f"{split.name}: {split.stats.summary(parts.config.data.max_length)}")
         if split.paired is not None:
@@ -138,7 +139,8 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     started = time.time()
     parts = build_parts(config, log=log)
     check_responses(parts)
-    parts = fit_prompts(parts, log)
+    parts = fit_prompts(with_teacher_responses(parts, accelerator.device, log, accelerator.is_main_process,
+                                               accelerator.wait_for_everyone), log)
     _check_before_output(parts, run_dir, log)
     accelerator.wait_for_everyone()  # every process has checked run_dir before the main one writes to it
     if accelerator.is_main_process:
@@ -198,6 +200,7 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log, before=None):
              "train time": f"{train_seconds:.0f} s", "wall time": f"{time.time() - started:.0f} s",
              "peak memory": peak_memory_text(), "student parameters": f"{n_params / 1e6:.1f}M",
              "models": models_line(config), "data": data.describe(config.data, parts.splits),
+             "training responses": describe(config.train.responses),
              "objectives": ", ".join(f"{o.name} x {o.weight}" for o in parts.objectives),
              "teacher in training": f"{trainer.train_teacher.kind} {config.teacher_cache.dir}"
              if trainer.train_teacher.kind.startswith("cache") else trainer.train_teacher.kind, "command": command_line()}

@@ -74,3 +74,18 @@ def test_bad_responses_settings_are_one_line_errors_before_anything_is_written(t
         train(build_config(tiny_config(tmp_path / "run", word_data, train={"responses": responses})),
               log=lambda *_: None)
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
+
+
+def test_a_run_on_the_teachers_responses_says_where_its_responses_came_from(tmp_path, word_data, monkeypatch):
+    from lmdistill.responses import teacher_written
+    monkeypatch.setattr(teacher_written, "cache_root", lambda: tmp_path / "cache")
+    responses = {**ON_POLICY, "lmbda": 0.5, "off_policy": "teacher", "do_sample": False}
+    logs = []
+    config = tiny_config(tmp_path / "run", word_data, train={"steps": 2, "responses": responses},
+                         data={"max_train_examples": 16})  # the teacher writes 16 responses, not 96
+    result = train(build_config(config), log=logs.append)
+    assert result is not None and list((tmp_path / "cache/teacher-responses").glob("*.json"))
+    facts = json.loads((tmp_path / "run/eval.json").read_text())["facts"]
+    assert facts["training responses"].startswith("student-written with probability 0.5, greedy, up to 8 tokens; "
+                                                  "otherwise the teacher's responses")
+    assert any("examples on the teacher's responses" in line for line in logs)

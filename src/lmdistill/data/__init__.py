@@ -7,7 +7,7 @@ from lmdistill.data.encode import EncodeStats, Example, encode
 from lmdistill.data.jsonl import read_records
 
 __all__ = ["IGNORE", "BatchOrder", "calibration_batches", "collate", "in_batches", "token_batches", "Example",
-           "EncodeStats", "encode", "read_records", "split_path", "load_split", "task_kind", "describe"]
+           "EncodeStats", "encode", "read_records", "split_path", "load_split", "encode_split", "task_kind", "describe"]
 
 
 def split_path(cfg, split):
@@ -41,12 +41,16 @@ def load_split(cfg, split, tokenizer, limit=None, chat=None, encoder=None):
     path = split_path(cfg, split)
     if path is None:
         return None
-    records = read_records(path)[:limit]
+    return encode_split(cfg, split, read_records(path)[:limit], tokenizer, chat, encoder)
+
+
+def encode_split(cfg, name, records, tokenizer, chat=None, encoder=None):
+    """A Split of `records` encoded as load_split encodes a split's records."""
     if encoder is not None:
         paired = encoder(records)
-        return Split(split, records, paired.student, paired.stats, paired)
+        return Split(name, records, paired.student, paired.stats, paired)
     examples, stats = encode(records, tokenizer, cfg, chat)
-    return Split(split, records, examples, stats)
+    return Split(name, records, examples, stats)
 
 
 def task_kind(cfg, train_records):

@@ -13,9 +13,12 @@ def check_responses(parts):
     responses = config.train.responses
     if not responses.writes:
         return
-    if responses.teacher_writes:
-        raise UserError("train.responses: the teacher's generations (source: teacher, or off_policy: teacher) are not "
-                        "available yet; use source: student with off_policy: dataset, or source: dataset")
+    if not stop_ids(parts.teacher_tokenizer or parts.tokenizer, config.data, config.teacher.use_chat_template):
+        raise UserError("train.responses: the teacher's responses need a token that ends one, but the teacher's "
+                        "tokenizer has no EOS token and its prompt format writes none; give the tokenizer an "
+                        "eos_token, or use source: dataset")
+    if responses.source != "student":
+        return
     if parts.cross_tokenizer:
         raise UserError("train.responses.source: student is not available yet with a teacher that has another "
                         "tokenizer; use source: dataset, or a teacher that shares the student's tokenizer")
@@ -31,7 +34,7 @@ def fit_prompts(parts, log=print):
     """The parts with the training examples whose prompt leaves room for max_new_tokens in data.max_length (the
     others are dropped and counted)."""
     responses, max_length = parts.config.train.responses, parts.config.data.max_length
-    if not responses.writes:
+    if responses.source != "student":  # the teacher's responses are written once and truncated like references
         return parts
     split = parts.splits["train"]
     kept = [e for e in split.examples if e.n_prompt + responses.max_new_tokens <= max_length]
@@ -44,6 +47,25 @@ def fit_prompts(parts, log=print):
                         f"{responses.max_new_tokens} in data.max_length {max_length}; lower one or raise the other")
     stats = replace(split.stats, dropped=split.stats.dropped + len(split.examples) - len(kept))
     return replace(parts, splits={**parts.splits, "train": replace(split, examples=kept, stats=stats)})
+
+
+def describe(responses):
+    """Where a run's training responses come from, in one line."""
+    teacher = "the teacher's responses" + (f" ({responses.references:.0%} references)" if responses.references else "")
+    if responses.source == "dataset":
+        return "the dataset's references"
+    if responses.source == "teacher":
+        return teacher
+    off = teacher if responses.off_policy == "teacher" else "the dataset's references"
+    sampled = (f"sampled at temperature {responses.temperature}, top_p {responses.top_p}" if responses.do_sample
+               else "greedy")
+    if responses.adaptive is not None:
+        a = responses.adaptive
+        when = (f"with DistiLLM's adaptive probability (from {a.start}, +{a.rise} when the dev CE grows by "
+                f"{a.tolerance}; replay buffer {a.buffer_size}, {a.replay} fresh share)")
+    else:
+        when = f"with probability {responses.lmbda}"
+    return (f"student-written {when}, {sampled}, up to {responses.max_new_tokens} tokens; otherwise {off}")
 
 
 def make_writer(parts, accelerator):
