@@ -89,7 +89,7 @@ def _compare_file(tmp_path, word_data, **extra):
     ({"base": {"seed": 3}}, "base.seed is set per cell"), ({"comparisons": [["kd", "sf"]]}, "did you mean 'sft'"), ({"quick": {"methods": ["nope"]}}, "quick: unknown method"),
     ({"methods": {"kd": "sftt"}}, "unknown objectives preset 'sftt'"),
     ({"methods": {"kd": {"objectives": "kd", "train": {"steps": 9}}}}, "method 'kd': a mapping holds objectives and "
-     "optionally train.weighting .* with \\['steps'\\]"),
+     "optionally train.weighting and train.responses .* with \\['steps'\\]"),
     ({"methods": {"kd": {"objectives": "kd", "train": {"weighting": {"method": "gradnrm"}}}}}, "gradnorm")])
 def test_compare_file_mistakes_are_one_line_errors(tmp_path, word_data, change, message):
     path = _compare_file(tmp_path, word_data, **change)
@@ -130,6 +130,10 @@ def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_o
     assert kd.train.model_dump(exclude={"weighting"}) == gradnorm.train.model_dump(exclude={"weighting"})
     assert kd.teacher_cache is not None and gradnorm.teacher_cache == kd.teacher_cache
     assert attention.teacher_cache is None  # the cache holds no attention: this method's cells run the teacher
+    on_policy = {"objectives": "kd", "train": {"responses": {"source": "student", "lmbda": 0.5}}}
+    gkd, = (c.config for c in grid.cells(load_compare(_compare_file(tmp_path, word_data, seeds=[0],
+                                                                     methods={"gkd": on_policy}))))
+    assert gkd.train.responses.lmbda == 0.5 and gkd.teacher_cache is None  # its text is new: the teacher runs online
     # the cache and the reference rows are made from the methods' configs: no student is built (or cut) for them
     from lmdistill import build
     monkeypatch.setattr(build, "load_student", lambda *a, **k: pytest.fail("compare built a student"))

@@ -22,7 +22,8 @@ class Cell:
 
 def method_parts(method):
     """(objectives, config overrides) of a method entry: a preset name, an objectives list, or a mapping with
-    `objectives` and `train: {weighting: ...}` (the one thing besides objectives that may differ: cells stay paired)."""
+    `objectives` and `train: {weighting: ..., responses: ...}` (what besides objectives may differ: cells stay
+    paired)."""
     if not isinstance(method, dict):
         return method, {}
     return method["objectives"], {key: value for key, value in method.items() if key != "objectives"}
@@ -37,8 +38,9 @@ def task_config(compare, task, method, seed):
     data.update(seed=seed, run_dir=str(root / "cells" / task / method / f"seed{seed}"), objectives=objectives)
     try:
         config = build_config(data)
-        # (a method with an objective the cache cannot serve, e.g. attention, runs the teacher online)
-        if compare.teacher == "cache" and cache_serves(config):
+        # (a method with an objective the cache cannot serve, e.g. attention, or trained on responses other than the
+        # task's references, runs the teacher online)
+        if compare.teacher == "cache" and not config.train.responses.writes and cache_serves(config):
             config.teacher_cache = TeacherCacheConfig(dir=str(root / "cache" / task), **compare.cache.model_dump())
     except UserError as e:
         raise UserError(f"task '{task}', method '{method}': {e}") from None

@@ -10,6 +10,8 @@ from lmdistill.errors import UserError, did_you_mean
 
 # Keys a compare file sets per cell, so the base config must not.
 PER_CELL = ("seed", "run_dir", "objectives", "teacher_cache")
+# What a method may set under train besides its objectives: the cells of a task stay paired.
+METHOD_TRAIN_KEYS = {"weighting", "responses"}
 
 
 class Quick(Strict):
@@ -30,8 +32,9 @@ class CompareConfig(Strict):
                                              description="task name -> overrides of the base, e.g. {data: {builtin: spam}}")
     methods: dict[str, str | list[dict[str, Any]] | dict[str, Any]] = Field(
         ..., min_length=1, description="name -> preset name, objectives list, or {objectives: ..., train: {weighting: "
-                                       "...}} (the objective weighting is the one setting besides the objectives that "
-                                       "may differ between methods)")
+                                       "..., responses: ...}} (the objective weighting and where training responses "
+                                       "come from are the settings besides the objectives that may differ between "
+                                       "methods)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     baseline: str | None = Field(None, description="method the paired differences are taken against; default the first")
     comparisons: list[tuple[str, str]] = Field(default_factory=list, description="extra [method, reference] pairs "
@@ -61,10 +64,11 @@ class CompareConfig(Strict):
                 raise ValueError(f"base.{key} is set per cell by compare; remove it")
         for name, method in self.methods.items():
             if isinstance(method, dict):
-                extra = set(method) - {"objectives", "train"} or set(method.get("train") or {}) - {"weighting"}
+                extra = set(method) - {"objectives", "train"} or set(method.get("train") or {}) - METHOD_TRAIN_KEYS
                 if "objectives" not in method or extra:
-                    raise ValueError(f"method '{name}': a mapping holds objectives and optionally train.weighting "
-                                     f"(cells must stay paired: same data, budget and student), got {sorted(method)}"
+                    raise ValueError(f"method '{name}': a mapping holds objectives and optionally train.weighting and "
+                                     f"train.responses (cells must stay paired: same prompts, budget and student), got "
+                                     f"{sorted(method)}"
                                      + (f" with {sorted(extra)}" if extra else ""))
             if "/" in name or name.startswith("."):
                 raise ValueError(f"method name '{name}' is used as a directory name; use letters, digits, -, +, _")
