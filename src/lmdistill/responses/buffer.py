@@ -2,6 +2,7 @@
 from collections import deque
 
 from lmdistill.data.encode import Example
+from lmdistill.responses.cross import PairedExample
 
 
 class ReplayBuffer:
@@ -23,8 +24,22 @@ class ReplayBuffer:
         return rng.sample(list(self.examples), min(n, len(self.examples)))
 
     def state(self):
-        return [[e.input_ids, e.n_prompt] for e in self.examples]
+        return [to_state(e) for e in self.examples]
 
     def load_state(self, state):
         self.examples.clear()
-        self.examples.extend(Example(ids, n_prompt, "", "") for ids, n_prompt in state)
+        self.examples.extend(from_state(s) for s in state)
+
+
+def to_state(example):
+    state = {"ids": example.input_ids, "n_prompt": example.n_prompt}
+    if isinstance(example, PairedExample):
+        state |= {"teacher": to_state(example.teacher), "groups": example.groups}
+    return state
+
+
+def from_state(state):
+    if "teacher" not in state:
+        return Example(state["ids"], state["n_prompt"], "", "")
+    return PairedExample(state["ids"], state["n_prompt"], "", "", teacher=from_state(state["teacher"]),
+                         groups=[tuple(g) for g in state["groups"]])

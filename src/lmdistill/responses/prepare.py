@@ -4,7 +4,8 @@ from dataclasses import replace
 
 from lmdistill.errors import UserError
 from lmdistill.responses.sampling import stop_ids
-from lmdistill.responses.writer import StudentWriter
+from lmdistill.responses.cross import PairedWriting
+from lmdistill.responses.writer import StudentWriter, after_prompts
 
 
 def check_responses(parts):
@@ -19,10 +20,7 @@ def check_responses(parts):
                         "eos_token, or use source: dataset")
     if responses.source != "student":
         return
-    if parts.cross_tokenizer:
-        raise UserError("train.responses.source: student is not available yet with a teacher that has another "
-                        "tokenizer; use source: dataset, or a teacher that shares the student's tokenizer")
-    if not stop_ids(parts.tokenizer, config.data):
+    if not stop_ids(parts.tokenizer, config.data, student_chat(config, parts.cross_tokenizer)):
         raise UserError("train.responses.source: student needs a token that ends a response, but the student's "
                         "tokenizer has no EOS token and its prompt format writes none; give the tokenizer an "
                         "eos_token, or use source: dataset")
@@ -68,10 +66,21 @@ def describe(responses):
     return (f"student-written {when}, {sampled}, up to {responses.max_new_tokens} tokens; otherwise {off}")
 
 
+def student_chat(config, cross):
+    """The student's use_chat_template (None: data's): its own with two tokenizers, the teacher's with one."""
+    return config.student.use_chat_template if cross else config.teacher.use_chat_template
+
+
 def make_writer(parts, accelerator):
     """The StudentWriter of a run whose student writes responses, else None."""
     config = parts.config
     if config.train.responses.source != "student":
         return None
+    stop = stop_ids(parts.tokenizer, config.data, student_chat(config, parts.cross_tokenizer))
+    make_examples = after_prompts
+    if parts.cross_tokenizer:
+        from lmdistill.crosstok.pair import pair_encoder
+        make_examples = PairedWriting(pair_encoder(config, parts.teacher_tokenizer, parts.tokenizer), parts.tokenizer,
+                                      stop)
     return StudentWriter(config.train.responses, config.seed, config.train.steps, parts.tokenizer.pad_token_id,
-                         stop_ids(parts.tokenizer, config.data), accelerator.process_index, accelerator.device)
+                         stop, accelerator.process_index, accelerator.device, make_examples)

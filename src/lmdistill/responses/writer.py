@@ -17,10 +17,16 @@ def fresh_share(replay, step, steps):
     return {"decreasing": 1 - step / steps, "constant": 0.5, "increasing": step / steps}[replay]
 
 
+def after_prompts(examples, responses):
+    """The examples' prompts followed by the student's response ids (one tokenizer: trained on as sampled)."""
+    return [Example(e.input_ids[:e.n_prompt] + r, e.n_prompt, e.prompt, "") for e, r in zip(examples, responses)]
+
+
 class StudentWriter:
-    def __init__(self, cfg, seed, steps, pad_id, stop, process_index=0, device="cpu"):
-        """cfg: train.responses (source: student); stop: the token ids that end a response."""
-        self.cfg, self.seed, self.steps = cfg, seed, steps
+    def __init__(self, cfg, seed, steps, pad_id, stop, process_index=0, device="cpu", make_examples=after_prompts):
+        """cfg: train.responses (source: student); stop: the token ids that end a response; make_examples:
+        (the dataset's examples, response ids) -> the examples to train on (responses.cross for two tokenizers)."""
+        self.cfg, self.seed, self.steps, self.make_examples = cfg, seed, steps, make_examples
         self.pad_id, self.stop, self.rank, self.device = pad_id, stop, process_index, device
         self.probability = cfg.adaptive.start if cfg.adaptive is not None else cfg.lmbda
         self.buffer = ReplayBuffer(cfg.adaptive.buffer_size) if cfg.adaptive is not None else None
@@ -51,7 +57,7 @@ class StudentWriter:
         responses = sampling.write(model, prompts, self.pad_id, self.stop, self.cfg,
                                    sampling.seed_of(self.seed, step, k, self.rank), self.device)
         self.seconds += time.time() - started
-        written = [Example(p + r, len(p), e.prompt, "") for p, r, e in zip(prompts, responses, examples)]
+        written = self.make_examples(examples, responses)
         if self.buffer is not None:
             self.buffer.add(written)
         return written
@@ -77,7 +83,8 @@ class StudentWriter:
         total = sum(self.counts.values())
         stats = {f"{c}_share": self.counts[c] / total for c in CHOICES if total}
         self.counts.clear()
-        return stats | {"lmbda": self.probability}
+        refused = getattr(self.make_examples, "refused", None)  # texts the teacher's tokenizer could not take
+        return stats | {"lmbda": self.probability} | ({"refused": refused} if refused is not None else {})
 
     def state(self):
         return {"probability": self.probability, "last_dev": self.last_dev,

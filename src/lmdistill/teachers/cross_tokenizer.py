@@ -15,8 +15,8 @@ from lmdistill.teachers.response_lm import ResponseLM
 
 
 class CrossTokenizerTeacher(Teacher):
-    """Batches must carry `index`: their examples' positions in the split `paired` (a crosstok.encode.Paired) encodes.
-    With a `cache` (teachers.cache.TeacherCache over paired.teacher, logits: head) it reads instead of running."""
+    """Batches must carry `index`: their examples' positions in the split `paired` (a crosstok.encode.Paired) encodes,
+    or their own `paired` (text the student wrote, encoded for both: rows in batch order). With a `cache` (teachers.cache.TeacherCache over paired.teacher, logits: head) it reads instead of running."""
     kind = "online, own tokenizer"
 
     def __init__(self, model, vocab_size, pad_id, paired, cache=None):
@@ -36,11 +36,11 @@ class CrossTokenizerTeacher(Teacher):
     def __call__(self, batch, request=Request()):
         if "index" not in batch:
             raise RuntimeError("a cross-tokenizer teacher needs batches that carry their example indices ('index')")
-        index, device = batch["index"].tolist(), batch["input_ids"].device
-        own = {k: v.to(device) for k, v in collate([self.paired.teacher[i] for i in index], self.pad_id).items()}
+        index, device, paired = batch["index"].tolist(), batch["input_ids"].device, batch.get("paired", self.paired)
+        own = {k: v.to(device) for k, v in collate([paired.teacher[i] for i in index], self.pad_id).items()}
         out = self.model(own["input_ids"], own["attention_mask"], own["labels"], request) if self.cache is None \
             else self.read(index, own["labels"], request)
-        out.alignment = batch_alignment([self.paired.groups[i] for i in index],
+        out.alignment = batch_alignment([paired.groups[i] for i in index],
                                         response_positions(own["labels"]).sum(1).tolist(),
                                         response_positions(batch["labels"]).sum(1).tolist(), device)
         return out

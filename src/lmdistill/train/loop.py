@@ -12,13 +12,14 @@ import torch
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from lmdistill.data import BatchOrder, collate
+from lmdistill.data import BatchOrder
 from lmdistill.errors import UserError
 from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.objectives import labels_of
 from lmdistill.objectives.needs import union
 from lmdistill.responses import make_writer
 from lmdistill.teachers import response_positions
+from lmdistill.train.batches import micro_batches
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
@@ -82,17 +83,8 @@ class Trainer:
         return True
 
     def _micro_batches(self, step):
-        """The step's micro-batches; those the student writes carry its responses to their prompts."""
-        examples, device = self.parts.splits["train"].examples, self.accelerator.device
-        batches = []
-        for k, idx in enumerate(self.order.step(step)):
-            chosen = [examples[i] for i in idx]
-            if self.writer is not None:
-                with self.accelerator.autocast():
-                    chosen = self.writer.examples(self.unwrapped.lm, step, k, chosen)
-            batches.append({**{key: v.to(device) for key, v in collate(chosen, self.pad).items()},
-                            "index": torch.tensor(idx)})
-        return batches
+        return micro_batches(self.parts.splits["train"], self.order.step(step), self.pad, self.accelerator.device,
+                             self.writer, lambda: self.unwrapped.lm, step, self.accelerator.autocast)
 
     def train_step(self, step):
         """One optimizer step; returns per-token component losses, token counts and the grad norm."""
@@ -200,7 +192,7 @@ class Trainer:
         if dev is None:
             return None
         return teacher_forced(self.unwrapped, self.teacher, dev.examples[:self.cfg.eval_examples],
-                              self.parts.config.eval.batch_size, self.pad, self.accelerator.device)
+                              self.parts.config.eval.batch_size, self.pad, self.accelerator.device, dev.paired)
 
     def save(self):
         counters = {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "weighting": self.weighting.state()}
