@@ -106,16 +106,21 @@ class EvalConfig(Strict):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one generation pass per seed when sampling")
+    also_sample: bool = Field(False, description="with greedy decoding, also sample the student's answers (temperature, "
+                              "top_p, seeds) and report their scores as the row 'student (sampled)'")
     teacher: bool = Field(True, description="also evaluate the teacher, for reference")
     baselines: bool = Field(True, description="generate with the teacher and score the trivial baselines beside the "
                             "student (compare computes these once per task and turns this off in its cells)")
 
     @model_validator(mode="after")
     def _used(self):
-        sampling = self.do_sample or not self.generate  # generate: false switches all of these off at once
-        refuse_unused(self, [("temperature", sampling, "with do_sample: true"),
-                             ("top_p", sampling, "with do_sample: true"),
-                             ("seeds", sampling, "with do_sample: true (greedy decoding draws no random numbers)")])
+        sampling = self.do_sample or self.also_sample or not self.generate  # generate: false switches all off
+        refuse_unused(self, [("temperature", sampling, "with do_sample: true or also_sample: true"),
+                             ("top_p", sampling, "with do_sample: true or also_sample: true"),
+                             ("seeds", sampling, "with do_sample: true or also_sample: true (greedy decoding draws "
+                              "no random numbers)"),
+                             ("also_sample", not self.do_sample, "with do_sample: false (sampling is already the "
+                              "decoding)")])
         return self
 
 

@@ -204,6 +204,11 @@ def test_sampled_evaluation_over_seeds_and_classification_accuracy(tmp_path, wor
     assert "accuracy" in rows["constant"] and "accuracy" in rows["teacher"]
     assert {"gen_bpb", "distinct1", "loops"} <= set(rows["teacher"]) and rows["constant"]["loops"] == 0
     assert all(s["student_gen_bpb"] is None or s["student_gen_bpb"] > 0 for s in result["samples"])
+    both = build_config(tiny_config(tmp_path, labels, data={"task": "classification"},
+                                    eval={"generate": True, "also_sample": True, "seeds": [0, 1],
+                                          "max_new_tokens": 4, "max_examples": 4, "baselines": False}))
+    rows = evaluate(build_parts(both, splits=("train", "test")), student, teacher, "test", log=lambda *_: None)["metrics"]
+    assert "gen_bpb_std" not in rows["student"] and {"gen_bpb", "gen_bpb_std", "loops"} <= set(rows["student (sampled)"])
     prompts = [[1, 2, 3], [4, 5]]
     sample = lambda seed: generate(parts.teacher, parts.tokenizer, prompts, 6, 2, do_sample=True, seed=seed)
     assert sample(5) == sample(5)

@@ -11,7 +11,9 @@ from lmdistill.provenance import commit_text, record, summary
 
 METRICS = [("bpb", "bits/byte", "{:.4f}"), ("bpb_before", "bits/byte before", "{:.4f}"), ("ce", "CE", "{:.3f}"),
            ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "acc %", "{:.1f}"),
-           ("gen_bpb", "gen. bits/byte (T)", "{:.3f}"), ("distinct2", "distinct-2", "{:.3f}"), ("loops", "loops %", "{:.0f}")]
+           ("gen_bpb", "gen. bits/byte (T)", "{:.3f}"), ("distinct2", "distinct-2", "{:.3f}"), ("loops", "loops %", "{:.0f}"),
+           ("sampled_gen_bpb", "sampled: gen. bits/byte (T)", "{:.3f}"), ("sampled_distinct2", "sampled: distinct-2",
+                                                                           "{:.3f}")]
 DIFFERENCES = [("bpb", "bits/byte"), ("ce", "CE"), ("kl", "KL"), ("gen_bpb", "gen. bits/byte")]
 
 

@@ -128,6 +128,7 @@ def cell_row(cell):
     row = {"task": cell.task, "method": cell.method, "seed": cell.seed, "steps": cell.config.train.steps,
            **{k: student[k] for k in ROW_METRICS if k in student},
            **({"bpb_before": before["bpb"]} if "bpb" in before else {}),
+           **{f"sampled_{k}": v for k, v in result["metrics"].get("student (sampled)", {}).items() if k in ROW_METRICS},
            **result.get("resources", {}), "commit": git.get("commit"), "clean": git.get("clean")}
     curves = {"train": [], "dev": []}
     for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines():

@@ -10,15 +10,16 @@ from lmdistill.eval.teacher_forced import teacher_forced
 from lmdistill.eval.teacher_scored import bits_per_byte, scored_examples, summary, teacher_scored
 
 
-def _generated_scores(model, parts, prompts, references, device, tokenizer=None, scorer=None):
+def _generated_scores(model, parts, prompts, references, device, tokenizer=None, scorer=None, sample=None):
     """Scores of one model's generations (one pass per seed when sampling: mean and std over seeds), and the texts
-    of the first pass with their own scores."""
+    of the first pass with their own scores. sample: sample instead of eval.do_sample's choice."""
     ev = parts.config.eval
-    seeds = ev.seeds if ev.do_sample else ev.seeds[:1]
+    sample = ev.do_sample if sample is None else sample
+    seeds = ev.seeds if sample else ev.seeds[:1]
     runs, first = [], None
     for seed in seeds:
         texts, ended = generate(model, tokenizer or parts.tokenizer, prompts, ev.max_new_tokens, ev.batch_size,
-                                ev.do_sample, ev.temperature, ev.top_p, seed, device)
+                                sample, ev.temperature, ev.top_p, seed, device)
         metrics, details = text_scores(texts, ended, references, parts.task, scorer)
         first = first or details
         runs.append(metrics)
@@ -126,6 +127,10 @@ def evaluate(parts, student_lm, teacher, split_name, device="cpu", log=print):
         student_scores, student_out = _generated_scores(student_lm.lm, parts, prompts, references, device,
                                                         scorer=scorer)
         rows["student"].update(student_scores)
+        if ev.also_sample:
+            log(f"sampling {len(prompts)} answers with the student")
+            rows["student (sampled)"], _ = _generated_scores(student_lm.lm, parts, prompts, references, device,
+                                                             scorer=scorer, sample=True)
         teacher_out = [None] * len(examples)
         if ev.baselines:
             reference, teacher_out = reference_rows(parts, teacher.lm if ev.teacher else None, split_name, device, log)
