@@ -31,6 +31,7 @@ TRL is installed only in the benchmark environment: `make bench-env`, then run w
     .venv-bench/bin/python benchmarks/step.py              # the built-in pair: SmolLM2-135M -> 6 x 256 student
     .venv-bench/bin/python benchmarks/step.py --pair tiny  # a random 4 x 128 teacher -> 2 x 64 student, quick
     .venv-bench/bin/python benchmarks/step.py --pair gemma-smollm2  # Gemma-3-270m -> SmolLM2-135M-Instruct
+    .venv-bench/bin/python benchmarks/step.py --pair onpolicy  # the built-in pair, on-policy steps
 """
 import argparse
 import json
@@ -47,6 +48,7 @@ from common import provenance, write_provenance
 from lmdistill.provenance import peak_memory_gib, reset_peak_memory, rss_gib
 from step_cross import PAIR, uld_first_batch
 from step_modes import ALL_MODES, ROOT, has_trl, load, make, modes_of, objective_context
+from step_onpolicy import ONPOLICY
 from step_report import report
 
 
@@ -128,7 +130,8 @@ def memory_modes(args, modes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pair", choices=["builtin", "tiny", PAIR], default="builtin")
+    p.add_argument("--pair", choices=["builtin", "tiny", PAIR, ONPOLICY], default="builtin",
+                   help=f"{ONPOLICY}: the built-in pair's on-policy steps (step_onpolicy.py)")
     p.add_argument("--modes", nargs="+", choices=ALL_MODES, default=None,
                    help="default: all of the pair's (TRL's when installed)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -147,7 +150,7 @@ def main():
         if args.memory_of:
             print(json.dumps(memory_of(args, args.memory_of, Path(tmp))))
             return
-        modes = args.modes or [m for m in modes_of(args.pair) if has_trl() or not m.startswith("trl-")]
+        modes = args.modes or [m for m in modes_of(args.pair) if has_trl() or "trl-" not in m]
         if set(modes) - set(modes_of(args.pair)):
             p.error(f"the {args.pair} pair's modes are {', '.join(modes_of(args.pair))}")
         out = Path(args.out or ROOT / f"benchmarks/results/step/{args.pair}.md")

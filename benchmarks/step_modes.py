@@ -1,7 +1,8 @@
 """The modes of benchmarks/step.py: the benchmark's pair and batches, and one runner per mode whose `step(k)` is one
 full optimizer step on batch k (cycled): Floor (floor, floor+lens), Ours (lmdistill's Trainer: kd, feature, lens,
 kd-cache, fkl) and TRL (trl-gkd, trl-distill); for the cross-tokenizer pair (step_cross.py) CrossFloor (x-floor),
-Ours (x-uld, x-gold, x-feature, x-uld-only) and TRLGold (trl-gold, step_gold.py)."""
+Ours (x-uld, x-gold, x-feature, x-uld-only) and TRLGold (trl-gold, step_gold.py); for on-policy steps
+(step_onpolicy.py) op-ours, op-trl-gkd, op-trl-distill, gen-bare and gen-ours."""
 import copy
 import dataclasses
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from lmdistill.data import IGNORE
 from lmdistill.teachers import response_positions
 from step_cross import CROSS, CROSS_MODES, PAIR, CrossFloor, cross_config
+from step_onpolicy import ONPOLICY, ONPOLICY_MODES, make_onpolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {
@@ -22,11 +24,11 @@ OURS = {
     "fkl": [{"name": "logit_kd", "weight": 1.0, "divergence": "forward_kl"}],
 }
 MODES = ["floor", "floor+lens", *OURS, "trl-gkd", "trl-distill"]
-ALL_MODES = MODES + CROSS_MODES
+ALL_MODES = MODES + CROSS_MODES + ONPOLICY_MODES
 
 
 def modes_of(pair):
-    return CROSS_MODES if pair == PAIR else MODES
+    return {PAIR: CROSS_MODES, ONPOLICY: ONPOLICY_MODES}.get(pair, MODES)
 
 
 def quiet(*_):
@@ -214,6 +216,8 @@ def lens_pairs(parts):
 
 
 def make(mode, parts, batches, workdir):
+    if mode in ONPOLICY_MODES:
+        return make_onpolicy(mode, parts, batches, workdir)
     if mode == "x-floor":
         return CrossFloor(parts, batches)
     if mode == "trl-gold":

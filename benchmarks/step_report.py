@@ -9,7 +9,8 @@ RATIOS = [("kd", "floor", 1.10), ("feature", "floor", 1.10), ("lens", "floor", 1
           ("lens", "floor+lens", None), ("fkl", "floor", None),
           ("fkl", "trl-gkd", 0.8), ("fkl", "trl-distill", 0.8), ("kd-cache", "kd", None),
           ("x-uld", "x-floor", 1.25), ("x-gold", "x-floor", 1.25), ("x-feature", "x-floor", 1.25),
-          ("x-uld-only", "x-floor", None), ("x-uld-only", "trl-gold", 0.8)]
+          ("x-uld-only", "x-floor", None), ("x-uld-only", "trl-gold", 0.8),
+          ("op-ours", "op-trl-gkd", 0.8), ("op-ours", "op-trl-distill", 0.8), ("gen-ours", "gen-bare", round(1 / 0.9, 3))]
 MEMORY_RATIOS = [("x-uld", "x-floor", 1.2), ("x-gold", "x-floor", 1.2), ("x-feature", "x-floor", 1.2),
                  ("x-uld-only", "x-floor", None), ("trl-gold", "x-floor", None)]
 
@@ -75,7 +76,7 @@ def comparison_lines(times, comparison):
 
 
 def report(args, times, tokens, memory, modes, record, comparison=None):
-    trl = any(m.startswith("trl-") for m in modes)
+    trl = any("trl-" in m for m in modes)
     lines = [header(f"Step time against the floor and TRL ({args.pair} pair)", record),
              f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens per "
              f"batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after {args.warmup} "
@@ -102,6 +103,12 @@ def report(args, times, tokens, memory, modes, record, comparison=None):
     if len(same) > 1:
         lines += ["", "Same work: the first step's loss (forward KL per response token, same initial student and batch): "
                   + ", ".join(f"{m} {times[m]['first_loss']:.5f}" for m in same) + "."]
+    if "gen-bare" in times and "gen-ours" in times:
+        rates = {m: times[m]["first_loss"] / times[m]["median_s"] for m in ("gen-bare", "gen-ours")}
+        lines += ["", f"Generation: gen-bare {rates['gen-bare']:.0f} generated tokens/s, gen-ours {rates['gen-ours']:.0f} "
+                  f"(gen-ours / gen-bare {rates['gen-ours'] / rates['gen-bare']:.3f}, target >= 0.9; the time ratio's "
+                  f"target above is its inverse). Both generated {times['gen-bare']['first_loss']:.0f} and "
+                  f"{times['gen-ours']['first_loss']:.0f} tokens in their first step."]
     if "floor+lens" in times and "floor" in times:
         bound = times["floor+lens"]["median_s"] / times["floor"]["median_s"]
         lines += ["", f"The lens's LM-head projections alone (floor+lens, no divergence) take {bound:.2f}x the floor"
