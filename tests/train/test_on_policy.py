@@ -89,3 +89,37 @@ def test_a_run_on_the_teachers_responses_says_where_its_responses_came_from(tmp_
     assert facts["training responses"].startswith("student-written with probability 0.5, greedy, up to 8 tokens; "
                                                   "otherwise the teacher's responses")
     assert any("examples on the teacher's responses" in line for line in logs)
+
+
+@pytest.mark.numerical
+def test_two_processes_writing_their_own_share_train_like_one(tmp_path, word_data):
+    """Greedy student-written responses (lmbda 1) under torchrun with 2 processes, each writing for its own half of
+    the batch, give the one-process run's training to float32 rounding: the same responses, the same losses."""
+    import subprocess
+
+    import yaml
+
+    from lmdistill.models import load_teacher
+    from tolerance import TINY_STUDENT, adam_update_norm_tol, training_terms, typical
+    from train.test_distributed import launch_command
+    responses = {**ON_POLICY, "lmbda": 1.0, "do_sample": False}
+    single = tiny_config(tmp_path / "one", word_data, train={"steps": 3, "batch_size": 4, "grad_accum": 2,
+                                                               "responses": responses})
+    train(build_config(single), log=lambda *_: None)
+    double = tiny_config(tmp_path / "two", word_data, train={"steps": 3, "batch_size": 2, "grad_accum": 2,
+                                                               "responses": responses})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(double))
+    done = subprocess.run([*launch_command("torchrun"), "train", str(path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cfg = build_config(single)
+    teacher = load_teacher(cfg.teacher)[0]
+    rel = typical(training_terms(teacher.config, TINY_STUDENT, cfg.data.max_length, teacher.config.vocab_size,
+                                 cfg.train.steps))
+    a, b = (load_file(tmp_path / run / "student/model.safetensors") for run in ("one", "two"))
+    for key in a:
+        tol = adam_update_norm_tol(a[key].numel(), cfg.train.lr, cfg.train.steps, rel)
+        assert (a[key] - b[key]).norm().item() <= tol, key
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert [e["loss"] for e in one] == pytest.approx([e["loss"] for e in two], rel=rel, abs=0)
+    assert all(e["responses_written_share"] == 1.0 for e in one + two)
