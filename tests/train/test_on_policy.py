@@ -86,8 +86,8 @@ def test_a_run_on_the_teachers_responses_says_where_its_responses_came_from(tmp_
     result = train(build_config(config), log=logs.append)
     assert result is not None and list((tmp_path / "cache/teacher-responses").glob("*.json"))
     facts = json.loads((tmp_path / "run/eval.json").read_text())["facts"]
-    assert facts["training responses"].startswith("student-written with probability 0.5, greedy, up to 8 tokens; "
-                                                  "otherwise the teacher's responses")
+    assert facts["training responses"] == ("student-written with probability 0.5, greedy, up to 8 tokens; otherwise "
+                                           "the teacher's responses (greedy, up to 8 tokens)")
     assert any("examples on the teacher's responses" in line for line in logs)
 
 

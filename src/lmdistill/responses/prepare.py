@@ -3,8 +3,8 @@ a response, and the writer the trainer asks for each micro-batch."""
 from dataclasses import replace
 
 from lmdistill.errors import UserError
-from lmdistill.responses.sampling import stop_ids
 from lmdistill.responses.cross import PairedWriting
+from lmdistill.responses.sampling import stop_ids
 from lmdistill.responses.writer import StudentWriter, after_prompts
 
 
@@ -49,21 +49,22 @@ def fit_prompts(parts, log=print):
 
 def describe(responses):
     """Where a run's training responses come from, in one line."""
-    teacher = "the teacher's responses" + (f" ({responses.references:.0%} references)" if responses.references else "")
     if responses.source == "dataset":
         return "the dataset's references"
+    how = (f"sampled at temperature {responses.temperature}, top_p {responses.top_p}" if responses.do_sample
+           else "greedy") + f", up to {responses.max_new_tokens} tokens"
+    teacher = f"the teacher's responses ({how}" + (f"; {responses.references:.0%} references)" if responses.references
+                                                   else ")")
     if responses.source == "teacher":
         return teacher
     off = teacher if responses.off_policy == "teacher" else "the dataset's references"
-    sampled = (f"sampled at temperature {responses.temperature}, top_p {responses.top_p}" if responses.do_sample
-               else "greedy")
     if responses.adaptive is not None:
         a = responses.adaptive
         when = (f"with DistiLLM's adaptive probability (from {a.start}, +{a.rise} when the dev CE grows by "
                 f"{a.tolerance}; replay buffer {a.buffer_size}, {a.replay} fresh share)")
     else:
         when = f"with probability {responses.lmbda}"
-    return (f"student-written {when}, {sampled}, up to {responses.max_new_tokens} tokens; otherwise {off}")
+    return f"student-written {when}, {how}; otherwise {off}"
 
 
 def student_chat(config, cross):
