@@ -187,11 +187,16 @@ class TRL:
         with t.compute_loss_context_manager():
             loss = t.compute_loss(self.model, inputs, num_items_in_batch=n)
         t.accelerator.backward(loss)
-        t.accelerator.clip_grad_norm_(self.model.parameters(), 1.0)
-        t.optimizer.step()
-        t.lr_scheduler.step()
-        self.model.zero_grad(set_to_none=True)
-        return float(loss)
+        return trl_update(t, self.model, loss)
+
+
+def trl_update(trainer, model, loss):
+    """What a TRL trainer does after its backward pass: clipping at 1.0, the optimizer's and scheduler's steps."""
+    trainer.accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach())
 
 
 def with_objectives(parts, objectives, **changes):

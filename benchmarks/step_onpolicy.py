@@ -135,11 +135,8 @@ class OnPolicyTRL:
             with t.compute_loss_context_manager():
                 loss = t.compute_loss(self.model, inputs, num_items_in_batch=inputs.get("num_items_in_batch"))
             t.accelerator.backward(loss)
-        t.accelerator.clip_grad_norm_(self.model.parameters(), 1.0)
-        t.optimizer.step()
-        t.lr_scheduler.step()
-        self.model.zero_grad(set_to_none=True)
-        return float(loss)
+        from step_modes import trl_update
+        return trl_update(t, self.model, loss)
 
 
 def make_onpolicy(mode, parts, batches, workdir, max_new_tokens=MAX_NEW_TOKENS):
