@@ -132,7 +132,8 @@ def test_methods_may_differ_in_weighting_and_attention_methods_run_the_teacher_o
     assert attention.teacher_cache is None  # the cache holds no attention: this method's cells run the teacher
     on_policy = {"objectives": "kd", "train": {"responses": {"source": "student", "lmbda": 0.5}}}
     gkd, = (c.config for c in grid.cells(load_compare(_compare_file(tmp_path, word_data, seeds=[0],
-                                                                     methods={"gkd": on_policy}))))
+                                                                     methods={"gkd": on_policy}, baseline="gkd",
+                                                                     quick=None))))
     assert gkd.train.responses.lmbda == 0.5 and gkd.teacher_cache is None  # its text is new: the teacher runs online
     # the cache and the reference rows are made from the methods' configs: no student is built (or cut) for them
     from lmdistill import build

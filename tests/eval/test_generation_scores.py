@@ -74,6 +74,7 @@ def test_scored_text_is_the_response_as_training_encodes_it_without_its_end(toke
         assert suffix.strip() == ("<|im_end|>" if chat else tokenizer.eos_token)  # only the end is not scored
 
 
+@pytest.mark.numerical
 def test_teacher_scored_matches_a_float64_forward_pass(tokenizer, tiny_lm):
     cfg = DataConfig(use_chat_template=True)
     prompts = ["Define the word: cat", "Define the word: a much longer word to pad the batch"]

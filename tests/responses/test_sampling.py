@@ -73,7 +73,13 @@ def test_a_tokenizer_that_cannot_end_a_response_is_refused(tokenizer):
                            "train": {"responses": {"source": "student"}}})
     no_eos = copy.deepcopy(tokenizer)
     no_eos.eos_token = None
-    parts = SimpleNamespace(config=config, tokenizer=no_eos, cross_tokenizer=False, splits={"dev": None})
-    with pytest.raises(UserError, match="has no EOS token and its prompt format writes none"):
+    parts = SimpleNamespace(config=config, tokenizer=no_eos, teacher_tokenizer=None, cross_tokenizer=False,
+                            splits={"dev": None})
+    with pytest.raises(UserError, match="the student's tokenizer has no EOS token and its prompt format writes none"):
         check_responses(parts)
-    check_responses(SimpleNamespace(config=config, tokenizer=tokenizer, cross_tokenizer=False, splits={}))
+    seq_kd = build_config({"data": {"use_chat_template": False, "system_prompt": None},
+                           "train": {"responses": {"source": "teacher"}}})
+    with pytest.raises(UserError, match="the teacher's tokenizer has no EOS token"):
+        check_responses(SimpleNamespace(**{**vars(parts), "config": seq_kd}))
+    check_responses(SimpleNamespace(config=config, tokenizer=tokenizer, teacher_tokenizer=None, cross_tokenizer=False,
+                                    splits={}))

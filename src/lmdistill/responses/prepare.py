@@ -14,7 +14,8 @@ def check_responses(parts):
     responses = config.train.responses
     if not responses.writes:
         return
-    if not stop_ids(parts.teacher_tokenizer or parts.tokenizer, config.data, config.teacher.use_chat_template):
+    teacher_tokenizer = parts.teacher_tokenizer or parts.tokenizer
+    if responses.teacher_writes and not stop_ids(teacher_tokenizer, config.data, config.teacher.use_chat_template):
         raise UserError("train.responses: the teacher's responses need a token that ends one, but the teacher's "
                         "tokenizer has no EOS token and its prompt format writes none; give the tokenizer an "
                         "eos_token, or use source: dataset")
