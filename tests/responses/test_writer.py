@@ -77,3 +77,20 @@ def test_adaptive_writes_until_the_buffer_is_full_then_replays(monkeypatch):
         [e.input_ids for e in w.examples(None, 1, 0, dataset())]  # a resumed run replays the same examples
     stats = w.take_stats()
     assert stats["written_share"] + stats["replayed_share"] + stats.get("dataset_share", 0) == pytest.approx(1)
+
+
+def test_responses_the_teachers_tokenizer_refused_are_counted_per_window(monkeypatch):
+    fake_write(monkeypatch, [])
+
+    class Refusing:
+        refused = 0
+
+        def __call__(self, examples, responses):
+            self.refused += 1
+            return examples
+    w = StudentWriter(ResponsesConfig(source="student"), seed=0, steps=10, pad_id=0, stop=[2],
+                      make_examples=Refusing())
+    w.examples(None, 0, 0, dataset())
+    w.examples(None, 0, 1, dataset())
+    assert w.take_stats()["refused"] == 2 and w.take_stats()["refused"] == 0
+    assert "refused" not in writer().take_stats()  # one tokenizer: nothing to refuse

@@ -79,12 +79,16 @@ class StudentWriter:
             self.last_dev = ce
 
     def take_stats(self):
-        """The share of micro-batches of each kind since the last call, and the current probability."""
+        """The share of micro-batches of each kind since the last call, the current probability, and (with two
+        tokenizers) how many written responses since the last call the teacher's tokenizer could not take."""
         total = sum(self.counts.values())
         stats = {f"{c}_share": self.counts[c] / total for c in CHOICES if total}
         self.counts.clear()
         refused = getattr(self.make_examples, "refused", None)  # texts the teacher's tokenizer could not take
-        return stats | {"lmbda": self.probability} | ({"refused": refused} if refused is not None else {})
+        if refused is None:
+            return stats | {"lmbda": self.probability}
+        self.make_examples.refused = 0
+        return stats | {"lmbda": self.probability, "refused": refused}
 
     def state(self):
         return {"probability": self.probability, "last_dev": self.last_dev,
