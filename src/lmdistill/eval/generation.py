@@ -1,7 +1,7 @@
 """Batched generation from prompt ids (left-padded), greedy or sampled with a seed."""
 import torch
 
-from lmdistill.responses.sampling import left_padded
+from lmdistill.responses.sampling import decoding, left_padded
 
 
 @torch.no_grad()
@@ -17,8 +17,7 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=Fa
         chunk = prompts[start:start + batch_size]
         ids, mask = left_padded(chunk, pad)
         width = ids.shape[1]
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample \
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        sampling = decoding(do_sample, temperature, top_p)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
         new = out[:, width:].cpu()

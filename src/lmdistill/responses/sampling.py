@@ -23,6 +23,14 @@ def left_padded(prompts, pad_id):
     return ids, mask
 
 
+def decoding(do_sample, temperature, top_p):
+    """`generate`'s decoding arguments: sampling over the whole vocabulary (no top-k), or greedy with the model's
+    own sampling defaults switched off."""
+    if do_sample:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 def stop_ids(tokenizer, data_cfg, chat=None):
     """The tokens that end a response: the tokenizer's EOS and the first token that the prompt format writes after a
     response (a chat template's end-of-turn marker, which is not always the EOS token)."""
@@ -37,8 +45,7 @@ def write(model, prompts, pad_id, stop, cfg, seed, device="cpu"):
     was_training = model.training
     model.eval()
     ids, mask = left_padded(prompts, pad_id)
-    sampling = ({"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0} if cfg.do_sample
-                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+    sampling = decoding(cfg.do_sample, cfg.temperature, cfg.top_p)
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
