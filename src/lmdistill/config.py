@@ -94,6 +94,10 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, gt=0)
     weighting: WeightingConfig = WeightingConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    sharding: Literal["none", "fsdp"] = Field("none", description="none: every process holds whole models (data "
+                                              "parallel); fsdp: the student and the online teacher are sharded across "
+                                              "the launched processes (torch FSDP2), each holding 1/N of their "
+                                              "parameters, gradients and optimizer state")
 
 
 class EvalConfig(Strict):

@@ -21,6 +21,7 @@ from lmdistill.provenance import command_line, commit_text, machine, peak_memory
 from lmdistill.provenance import record as provenance_record
 from lmdistill.responses import check_responses, describe, fit_prompts, with_teacher_responses
 from lmdistill.teachers.cross_tokenizer import CrossTokenizerTeacher
+from lmdistill.train.sharding import check_sharding, decoder_layers, full_state_dict, gathered_root
 
 # Keys that may change when a run is resumed; anything else must match the saved config.
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.save_every", "train.log_every", "eval.")
@@ -123,6 +124,11 @@ def _check_before_output(parts, run_dir, log):
             log(f"{split.name}: alignment: {split.paired.alignment_summary()}")
     for objective in parts.objectives:
         objective.check(parts.teacher, parts.teacher_examples("train"), run_dir)
+    if parts.config.train.sharding == "fsdp":
+        if parts.cross_tokenizer:
+            raise UserError("train.sharding: fsdp does not support a teacher with another tokenizer yet; set "
+                            "train.sharding: none")
+        decoder_layers(parts.student), decoder_layers(parts.teacher)  # a model it cannot wrap: one line, exit 2
 
 
 def _train(config, accelerator, resume, overwrite, stop_at, log):
@@ -130,6 +136,7 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     if not accelerator.is_main_process:
         log = lambda *_: None  # noqa: E731
     run_dir = _prepare_run_dir(config, resume, overwrite)
+    check_sharding(config, accelerator.num_processes, resume)
     if config.teacher_cache is not None:
         from lmdistill.teachers.cache import check_dir
         from lmdistill.teachers.cached import CachedTeacher
@@ -165,8 +172,9 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     if trainer.step < config.train.steps:
         log(f"stopped at step {trainer.step}; continue with --resume")
         return None
-    if not accelerator.is_main_process:
+    if not accelerator.is_main_process and not trainer.sharded:
         return None
+    # (sharded models are gathered and evaluated by every process together; the main one writes)
     return _finish(parts, trainer, teacher, run_dir, history, (started, train_start, time.time()), log, before)
 
 
@@ -188,10 +196,11 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log, before=None):
     config, accelerator, n_params = parts.config, trainer.accelerator, sum(p.numel() for p in parts.student.parameters())
     started, train_start, train_end = times
     train_seconds = train_end - train_start
-    with atomic_dir(run_dir / "student") as tmp:
-        trainer.unwrapped.lm.save_pretrained(tmp, safe_serialization=True)
-        parts.tokenizer.save_pretrained(tmp)
-    result = evaluate(parts, trainer.unwrapped, teacher, config.eval.split, accelerator.device, log)
+    save_student(trainer, parts.tokenizer, run_dir / "student")
+    with gathered_root(trainer.unwrapped), gathered_root(getattr(teacher, "model", None)):
+        result = evaluate(parts, trainer.unwrapped, teacher, config.eval.split, accelerator.device, log)
+    if not accelerator.is_main_process:
+        return None
     if before is not None:
         rows = result["metrics"]
         result["metrics"] = {"student": rows.pop("student"), "student before training": before, **rows}
@@ -212,6 +221,16 @@ def _finish(parts, trainer, teacher, run_dir, history, times, log, before=None):
     facts["code"] = commit_text(result["provenance"]["git"])
     write_results(run_dir, result, facts, log)
     return result
+
+
+def save_student(trainer, tokenizer, directory):
+    """The trained student as a plain save_pretrained directory (sharded weights gathered first)."""
+    weights = full_state_dict(trainer.unwrapped.lm) if trainer.sharded else None
+    if not trainer.accelerator.is_main_process:
+        return
+    with atomic_dir(directory) as tmp:
+        trainer.unwrapped.lm.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
 
 
 def training_teacher(parts, accelerator, log=print):

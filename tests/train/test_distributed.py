@@ -1,5 +1,6 @@
 """Two CPU processes (torchrun, gloo) train like one process with the same global batch, to float32 rounding."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lmdistill.config import build_config
+from lmdistill.errors import UserError
 from lmdistill.models import load_teacher
 from lmdistill.run import train
 from conftest import tiny_config
@@ -64,3 +66,54 @@ def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher, sing
     losses = [[json.loads(l)["loss"] for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l]
               for run in ("one", "two")]
     assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=rel, abs=0)
+
+
+def _train_two(tmp_path, config, launcher="torchrun"):
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run([*launch_command(launcher), "train", str(path)], capture_output=True, text=True, timeout=900)
+
+
+# train.sharding: fsdp shards the student and the teacher across the 2 processes (FSDP2 on gloo); the run must train
+# like one unsharded process with the same global batch. The final evaluation (with generation) runs on the sharded
+# models, and the saved student is a plain save_pretrained directory.
+@pytest.mark.parametrize("objectives", ["kd", "projection"])
+def test_fsdp_two_processes_equal_one(tmp_path, word_data, objectives):
+    single_batch = (4, 2) if objectives == "kd" else (2, 4)  # (projection: see the parametrization above)
+    common = {"train": {"steps": 4, "eval_every": 2, "eval_examples": 4}, "eval": {"generate": True,
+              "max_new_tokens": 4}, "objectives": objectives}
+    single = tiny_config(tmp_path / "one", word_data, **{**common, "train": {**common["train"], "batch_size":
+                         single_batch[0], "grad_accum": single_batch[1]}})
+    one = train(build_config(single), log=lambda *_: None)
+    double = tiny_config(tmp_path / "two", word_data, **{**common, "train": {**common["train"], "batch_size": 2,
+                         "grad_accum": 2, "sharding": "fsdp"}})
+    done = _train_two(tmp_path, double)
+    assert done.returncode == 0, done.stderr[-3000:]
+    held = re.search(r"this one holds ([\d.]+)M of the student's ([\d.]+)M parameters and ([\d.]+)M of the "
+                     r"teacher's ([\d.]+)M", done.stdout)
+    assert held, done.stdout[-2000:]
+    student_held, student_all, teacher_held, teacher_all = map(float, held.groups())
+    assert student_held <= 0.51 * student_all and teacher_held <= 0.51 * teacher_all  # each holds about half
+    cfg = build_config(single)
+    teacher = load_teacher(cfg.teacher)[0]
+    rel = typical(training_terms(teacher.config, TINY_STUDENT, cfg.data.max_length, teacher.config.vocab_size,
+                                 cfg.train.steps))
+    a, b = load_file(tmp_path / "one/student/model.safetensors"), load_file(tmp_path / "two/student/model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        tol = adam_update_norm_tol(a[key].numel(), cfg.train.lr, cfg.train.steps, rel)
+        assert (a[key] - b[key]).norm().item() <= tol, (key, (a[key] - b[key]).norm().item(), tol)
+    logs = [[json.loads(l) for l in open(tmp_path / run / "metrics.jsonl")] for run in ("one", "two")]
+    for kind in ("train", "dev"):
+        values = [[e["loss" if kind == "train" else "ce"] for e in log if e["kind"] == kind] for log in logs]
+        assert values[0] and values[0] == pytest.approx(values[1], rel=rel, abs=0)
+    two = json.loads((tmp_path / "two/eval.json").read_text())["metrics"]["student"]
+    assert two["ce"] == pytest.approx(one["metrics"]["student"]["ce"], rel=rel, abs=0)
+    assert "rougeL" in two
+
+
+def test_fsdp_refuses_one_process(tmp_path, word_data):
+    config = build_config(tiny_config(tmp_path / "run", word_data, train={"sharding": "fsdp"}))
+    with pytest.raises(UserError, match="fsdp shards the models across processes, but this run has 1"):
+        train(config, log=lambda *_: None)
+    assert not (tmp_path / "run").exists()

@@ -23,6 +23,7 @@ from lmdistill.train.batches import micro_batches
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
+from lmdistill.train.sharding import grad_norm_and_clip, shard_models
 from lmdistill.train.weighting import Weighting
 
 
@@ -49,9 +50,13 @@ class Trainer:
         self.teacher = teacher
         self.train_teacher = train_teacher or teacher
         self.needs = union(o.needs() for o in self.objectives)  # what each model's call must return
+        self.sharded = self.cfg.sharding == "fsdp"
+        if self.sharded:  # (after the objectives' preparation, which may run the whole teacher on one process)
+            shard_models(student_lm, teacher.model, accelerator.num_processes, log)
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
-        self.student, self.optimizer = accelerator.prepare(student_lm, self.optimizer)
+        self.student, self.optimizer = ((student_lm, accelerator.prepare(self.optimizer)) if self.sharded
+                                        else accelerator.prepare(student_lm, self.optimizer))
         # Objectives call their modules directly, never through a DDP wrapper: train_step averages their gradients.
         self.extra.to(accelerator.device)
         self.pad = parts.tokenizer.pad_token_id
@@ -67,7 +72,14 @@ class Trainer:
 
     @property
     def unwrapped(self):
-        return self.accelerator.unwrap_model(self.student)
+        return self.student if self.sharded else self.accelerator.unwrap_model(self.student)
+
+    def _no_sync(self, last):
+        """Gradients are averaged over processes only at the last micro-batch of a step."""
+        if self.sharded:
+            self.student.set_requires_gradient_sync(last)
+            return nullcontext()
+        return nullcontext() if last else self.accelerator.no_sync(self.student)
 
     def resume(self):
         path = latest_checkpoint(self.run_dir)
@@ -92,7 +104,7 @@ class Trainer:
         micro = self._micro_batches(step)
         local_tokens = sum(int(response_positions(b["labels"]).sum()) for b in micro)
         global_tokens = acc.reduce(torch.tensor(local_tokens, device=acc.device), "sum").item()
-        # DDP averages gradients over processes; scaling by world size turns that into a global sum.
+        # DDP and FSDP average gradients over processes; scaling by world size turns that into a global sum.
         scale = acc.num_processes / max(global_tokens, 1)
         for objective in self.objectives:
             objective.step = step
@@ -102,8 +114,7 @@ class Trainer:
         on = self.weighting.on(step)  # an objective its schedule switches off is not computed
         sums = defaultdict(float)
         for k, batch in enumerate(micro):
-            sync = nullcontext() if k == len(micro) - 1 else acc.no_sync(self.student)
-            with sync, acc.autocast():
+            with self._no_sync(k == len(micro) - 1), acc.autocast():
                 s, t = self._forward(self.student, batch)
                 losses = [o.loss(s, t, batch) if active else None for o, active in zip(self.objectives, on)]
                 total = sum(w * l for w, l in zip(weights, losses) if l is not None) * scale
@@ -122,7 +133,10 @@ class Trainer:
                     p.grad = acc.reduce(p.grad, "mean")
         # Gradients are already averaged over processes, so every process reaches the same verdict.
         params = list(self.student.parameters()) + list(self.extra.parameters())
-        grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf))
+        if self.sharded:
+            grad_norm = grad_norm_and_clip(params, self.cfg.max_grad_norm or math.inf)
+        else:
+            grad_norm = float(acc.clip_grad_norm_(params, self.cfg.max_grad_norm or math.inf))
         if math.isfinite(components["loss"]) and math.isfinite(grad_norm):
             self.optimizer.step()
             self.bad_in_a_row = 0
@@ -195,6 +209,8 @@ class Trainer:
                               self.parts.config.eval.batch_size, self.pad, self.accelerator.device, dev.paired)
 
     def save(self):
+        if self.sharded:  # sharded checkpoints are not written yet (check_sharding refuses save_every and --resume)
+            return None
         counters = {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "weighting": self.weighting.state()}
         if self.writer is not None:  # each process's own replay buffer
             counters["responses"] = gather_object([self.writer.state()])
