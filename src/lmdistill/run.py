@@ -136,7 +136,7 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     if not accelerator.is_main_process:
         log = lambda *_: None  # noqa: E731
     run_dir = _prepare_run_dir(config, resume, overwrite)
-    check_sharding(config, accelerator.num_processes, resume)
+    check_sharding(config, accelerator.num_processes)
     if config.teacher_cache is not None:
         from lmdistill.teachers.cache import check_dir
         from lmdistill.teachers.cached import CachedTeacher

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -117,3 +118,70 @@ def test_fsdp_refuses_one_process(tmp_path, word_data):
     with pytest.raises(UserError, match="fsdp shards the models across processes, but this run has 1"):
         train(config, log=lambda *_: None)
     assert not (tmp_path / "run").exists()
+
+
+# Rank 1 dies as it starts writing its shards of the step-3 checkpoint (the main process may have written its own).
+KILL_RANK_1_IN_CHECKPOINT = """
+import os, signal, sys
+if os.environ.get("RANK") == "1":
+    from lmdistill.train import sharded_checkpoint
+    real = sharded_checkpoint.dcp.save
+    def die_in_step_3(state, checkpoint_id):
+        if "step-000003" in checkpoint_id:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(state, checkpoint_id=checkpoint_id)
+    sharded_checkpoint.dcp.save = die_in_step_3
+from lmdistill.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_fsdp_checkpoint_killed_mid_write_then_resumed_equals_uninterrupted(tmp_path, word_data):
+    def config(name):
+        return tiny_config(tmp_path / name, word_data, train={"steps": 5, "batch_size": 2, "save_every": 1,
+                                                              "keep_checkpoints": 2, "sharding": "fsdp"})
+    straight = _train_two(tmp_path, config("straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "straight/checkpoints").iterdir()) == ["step-000004", "step-000005"]
+    assert (tmp_path / "straight/checkpoints/step-000005/sharded/.metadata").is_file()
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_RANK_1_IN_CHECKPOINT)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config("run")))
+    torchrun = launch_command("torchrun")[:3]
+    killed = subprocess.run([*torchrun, str(script), "train", str(path)], capture_output=True, text=True, timeout=900)
+    assert killed.returncode != 0
+    whole = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir() if p.name.startswith("step-"))
+    assert whole == ["step-000001", "step-000002"]  # the step-3 write never became a checkpoint
+    resumed = subprocess.run([*torchrun, "-m", "lmdistill", "train", str(path), "--resume"], capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "step-000002" in resumed.stdout
+    assert not any(p.name.startswith(".") for p in (tmp_path / "run/checkpoints").iterdir())
+    a, b = (load_file(tmp_path / run / "student/model.safetensors") for run in ("straight", "run"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# gradnorm measures on the step's first global micro-batch (every process's first micro-batch together): the
+# weights it sets under 2 processes equal one process's with the same global micro-batch.
+def test_gradnorm_weights_of_two_processes_equal_one(tmp_path, word_data):
+    weighting = {"method": "gradnorm", "every": 1, "rate": 1.0}
+    single = tiny_config(tmp_path / "one", word_data, objectives="kd",
+                         train={"steps": 3, "batch_size": 4, "weighting": weighting})
+    train(build_config(single), log=lambda *_: None)
+    double = tiny_config(tmp_path / "two", word_data, objectives="kd",
+                         train={"steps": 3, "batch_size": 2, "weighting": weighting})
+    done = _train_two(tmp_path, double)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = build_config(single)
+    teacher = load_teacher(cfg.teacher)[0]
+    rel = typical(training_terms(teacher.config, TINY_STUDENT, cfg.data.max_length, teacher.config.vocab_size,
+                                 cfg.train.steps))
+    logs = [[json.loads(l) for l in open(tmp_path / run / "metrics.jsonl") if '"train"' in l] for run in ("one", "two")]
+    weights = [[(e["weight_ce"], e["weight_logit_kd"]) for e in log] for log in logs]
+    assert len(weights[0]) == 3 and weights[0][0] != (0.5, 0.5)  # measured, not the configured weights
+    for a, b in zip(*weights):
+        assert a == pytest.approx(b, rel=rel, abs=0)

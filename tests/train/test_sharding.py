@@ -24,7 +24,6 @@ def test_decoder_layers_found_and_refused():
 
 @pytest.mark.parametrize("train, message", [
     ({}, "but this run has 1"),
-    ({"save_every": 10}, "use train.save_every: 0"),
     ({"responses": {"source": "student"}}, "use train.responses.source: dataset"),
     ({"weighting": {"method": "gradnorm"}}, "than gradnorm"),
 ])
@@ -34,9 +33,7 @@ def test_check_sharding_refuses(train, message):
         check_sharding(_config(**train), processes)
 
 
-def test_check_sharding_refuses_resume_and_lens():
-    with pytest.raises(UserError, match="--resume with train.sharding: fsdp"):
-        check_sharding(_config(), 2, resume=True)
+def test_check_sharding_refuses_the_lens():
     config = build_config({"train": {"sharding": "fsdp"}, "objectives": "distillens"})
     with pytest.raises(UserError, match="outside its forward"):
         check_sharding(config, 2)

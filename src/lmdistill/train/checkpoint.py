@@ -16,8 +16,18 @@ from lmdistill.io import atomic_dir
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+def checkpoints_root(run_dir):
+    return Path(run_dir) / "checkpoints"
+
+
+def remove_junk(root):
+    """Temporary directories left by a run killed while writing a checkpoint."""
+    for junk in root.glob(".step-*"):
+        shutil.rmtree(junk, ignore_errors=True)
+
+
 def checkpoint_dirs(run_dir):
-    root = Path(run_dir) / "checkpoints"
+    root = checkpoints_root(run_dir)
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
@@ -42,9 +52,8 @@ def _set_rng_state(state, torch_state):
 
 
 def save_checkpoint(run_dir, step, student, extra_modules, optimizer, scheduler, tokenizer, keep, counters=None):
-    target = Path(run_dir) / "checkpoints" / f"step-{step:06d}"
-    for junk in target.parent.glob(".step-*"):  # left by a run killed while writing a checkpoint
-        shutil.rmtree(junk, ignore_errors=True)
+    target = checkpoints_root(run_dir) / f"step-{step:06d}"
+    remove_junk(target.parent)
     with atomic_dir(target) as tmp:
         student.save_pretrained(tmp / "student", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "student")

@@ -23,6 +23,7 @@ from lmdistill.train.batches import micro_batches
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
+from lmdistill.train.sharded_checkpoint import is_sharded_checkpoint, load_sharded, save_sharded
 from lmdistill.train.sharding import grad_norm_and_clip, shard_models
 from lmdistill.train.weighting import Weighting
 
@@ -55,8 +56,9 @@ class Trainer:
             shard_models(student_lm, teacher.model, accelerator.num_processes, log)
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
-        self.student, self.optimizer = ((student_lm, accelerator.prepare(self.optimizer)) if self.sharded
-                                        else accelerator.prepare(student_lm, self.optimizer))
+        if not self.sharded:  # (sharded, the plain optimizer: its state is saved shard by shard)
+            student_lm, self.optimizer = accelerator.prepare(student_lm, self.optimizer)
+        self.student = student_lm
         # Objectives call their modules directly, never through a DDP wrapper: train_step averages their gradients.
         self.extra.to(accelerator.device)
         self.pad = parts.tokenizer.pad_token_id
@@ -86,7 +88,8 @@ class Trainer:
         if path is None:
             return False
         extra = self.accelerator.unwrap_model(self.extra)
-        self.step, state = load_checkpoint(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
+        load = load_sharded if is_sharded_checkpoint(path) else load_checkpoint
+        self.step, state = load(path, self.unwrapped.lm, extra, self.optimizer, self.scheduler)
         self.skipped, self.bad_in_a_row = state.get("skipped", 0), state.get("bad_in_a_row", 0)
         self.weighting.load_state(state.get("weighting"))
         if self.writer is not None:
@@ -166,28 +169,26 @@ class Trainer:
 
     def _measure_gradients(self, step, batch):
         """gradnorm: each objective's gradient norm (per-token loss) at the student parameters every objective
-        reaches, on one micro-batch, averaged over processes; updates the weighting's factors."""
+        reaches, on the step's first global micro-batch (every process's first micro-batch together, so the weights
+        equal one process's with the same global batch); updates the weighting's factors."""
         acc, model = self.accelerator, self.unwrapped  # unwrapped: these gradients never enter DDP's buckets
         params = [p for p in model.parameters() if p.requires_grad]
         on = self.weighting.on(step)
         with acc.autocast():
             s, t = self._forward(model, batch)
-            tokens = max(len(s.targets), 1)
-            losses = [o.loss(s, t, batch) / tokens if active else None for o, active in zip(self.objectives, on)]
+            tokens = acc.reduce(torch.tensor(len(s.targets), device=acc.device), "sum").item()
+            losses = [o.loss(s, t, batch) / max(tokens, 1) if active else None
+                      for o, active in zip(self.objectives, on)]
         grads = [torch.autograd.grad(l, params, retain_graph=True, allow_unused=True) if l is not None else None
                  for l in losses]
         measured = [g for g in grads if g is not None]
         shared = [j for j in range(len(params)) if all(g[j] is not None for g in measured)]
         if not shared:  # no parameter reached by every objective: each norm over what it reaches
             shared = range(len(params))
-        stats = torch.zeros(2 * len(losses), device=acc.device)
-        for i, (g, l) in enumerate(zip(grads, losses)):
-            if g is not None:
-                stats[i] = sum(g[j].float().pow(2).sum() for j in shared if g[j] is not None)
-                stats[len(losses) + i] = l.detach().float()
-        stats = acc.reduce(stats, "mean").tolist()
-        norms = [math.sqrt(stats[i]) if active else None for i, active in enumerate(on)]
-        values = [stats[len(losses) + i] if active else None for i, active in enumerate(on)]
+        norms = [None if g is None else  # of the global micro-batch's gradient: every process's summed
+                 acc.reduce(torch.cat([g[j].float().flatten() for j in shared if g[j] is not None]), "sum").norm().item()
+                 for g in grads]
+        values = [None if l is None else acc.reduce(l.detach().float(), "sum").item() for l in losses]
         self.weighting.from_gradients(step, norms, values)
 
     def _skip(self, step, components, grad_norm):
@@ -209,13 +210,14 @@ class Trainer:
                               self.parts.config.eval.batch_size, self.pad, self.accelerator.device, dev.paired)
 
     def save(self):
-        if self.sharded:  # sharded checkpoints are not written yet (check_sharding refuses save_every and --resume)
-            return None
         counters = {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "weighting": self.weighting.state()}
         if self.writer is not None:  # each process's own replay buffer
             counters["responses"] = gather_object([self.writer.state()])
+        extra = self.accelerator.unwrap_model(self.extra)
+        if self.sharded:
+            return save_sharded(self.run_dir, self.step, self.unwrapped.lm, extra, self.optimizer, self.scheduler,
+                                self.cfg.keep_checkpoints, counters, self.accelerator.is_main_process)
         if self.accelerator.is_main_process:
-            extra = self.accelerator.unwrap_model(self.extra)
             return save_checkpoint(self.run_dir, self.step, self.unwrapped.lm, extra, self.optimizer,
                                    self.scheduler, self.parts.tokenizer, self.cfg.keep_checkpoints, counters)
 

@@ -14,23 +14,19 @@ from lmdistill.errors import UserError
 NOT_YET = [
     (lambda c: c.train.responses.writes, "train.responses.source: dataset (generating training responses)"),
     (lambda c: c.train.weighting.method == "gradnorm", "another train.weighting.method than gradnorm"),
-    (lambda c: c.train.save_every > 0, "train.save_every: 0 (sharded checkpoints)"),
     (lambda c: c.teacher_cache is not None, "no teacher_cache (the teacher runs online)"),
     (lambda c: any(o.name in ("lens", "distillens", "uld", "gold") for o in c.objectives),
      "objectives that call a model's head outside its forward (lens, uld, gold) with sharding: none"),
 ]
 
 
-def check_sharding(config, num_processes, resume=False):
+def check_sharding(config, num_processes):
     """Bad sharding input, refused before the run writes anything."""
     if config.train.sharding != "fsdp":
         return
     if num_processes < 2:
         raise UserError("train.sharding: fsdp shards the models across processes, but this run has 1; launch it with "
                         "`accelerate launch --num_processes N` or `torchrun --nproc_per_node N`, or set "
-                        "train.sharding: none")
-    if resume:
-        raise UserError("--resume with train.sharding: fsdp is not supported yet; start a new run_dir or set "
                         "train.sharding: none")
     for asked, instead in NOT_YET:
         if asked(config):
