@@ -92,9 +92,11 @@ def test_a_run_on_the_teachers_responses_says_where_its_responses_came_from(tmp_
 
 
 @pytest.mark.numerical
-def test_two_processes_writing_their_own_share_train_like_one(tmp_path, word_data):
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_two_processes_writing_their_own_share_train_like_one(tmp_path, word_data, sharding):
     """Greedy student-written responses (lmbda 1) under torchrun with 2 processes, each writing for its own half of
-    the batch, give the one-process run's training to float32 rounding: the same responses, the same losses."""
+    the batch, give the one-process run's training to float32 rounding: the same responses, the same losses. Sharded,
+    the processes generate together (each forward pass gathers parameters from both) until both have finished."""
     import subprocess
 
     import yaml
@@ -107,7 +109,7 @@ def test_two_processes_writing_their_own_share_train_like_one(tmp_path, word_dat
                                                                "responses": responses})
     train(build_config(single), log=lambda *_: None)
     double = tiny_config(tmp_path / "two", word_data, train={"steps": 3, "batch_size": 2, "grad_accum": 2,
-                                                               "responses": responses})
+                                                               "responses": responses, "sharding": sharding})
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(double))
     done = subprocess.run([*launch_command("torchrun"), "train", str(path)], capture_output=True, text=True, timeout=600)

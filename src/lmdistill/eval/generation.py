@@ -1,7 +1,7 @@
 """Batched generation from prompt ids (left-padded), greedy or sampled with a seed."""
 import torch
 
-from lmdistill.responses.sampling import decoding, left_padded
+from lmdistill.responses.sampling import decoding, left_padded, synced
 
 
 @torch.no_grad()
@@ -19,7 +19,7 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=Fa
         width = ids.shape[1]
         sampling = decoding(do_sample, temperature, top_p)
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling, **synced(model))
         new = out[:, width:].cpu()
         outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
         eos = tokenizer.eos_token_id  # generate stops there, then pads

@@ -31,6 +31,13 @@ def decoding(do_sample, temperature, top_p):
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
+def synced(model):
+    """`generate`'s arguments for a sharded model (train.sharding: fsdp): every process runs forward passes until all
+    have finished, since each pass gathers parameters from all of them."""
+    from torch.distributed.fsdp import FSDPModule
+    return {"synced_gpus": True} if any(isinstance(m, FSDPModule) for m in model.modules()) else {}
+
+
 def stop_ids(tokenizer, data_cfg, chat=None):
     """The tokens that end a response: the tokenizer's EOS and the first token that the prompt format writes after a
     response (a chat template's end-of-turn marker, which is not always the EOS token)."""
@@ -51,7 +58,8 @@ def write(model, prompts, pad_id, stop, cfg, seed, device="cpu"):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
-                                 max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=stop, **sampling)
+                                 max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=stop, **sampling,
+                                 **synced(model))
     finally:
         model.train(was_training)
     responses = []

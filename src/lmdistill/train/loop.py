@@ -24,7 +24,7 @@ from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
 from lmdistill.train.sharded_checkpoint import is_sharded_checkpoint, load_sharded, save_sharded
-from lmdistill.train.sharding import grad_norm_and_clip, shard_models
+from lmdistill.train.sharding import gathered_root, grad_norm_and_clip, shard_models
 from lmdistill.train.weighting import Weighting
 
 
@@ -99,7 +99,13 @@ class Trainer:
 
     def _micro_batches(self, step):
         return micro_batches(self.parts.splits["train"], self.order.step(step), self.pad, self.accelerator.device,
-                             self.writer, lambda: self.unwrapped.lm, step, self.accelerator.autocast)
+                             self.writer, lambda: self.unwrapped.lm, step, self._writing)
+
+    @contextmanager
+    def _writing(self):
+        """The context the student writes responses in (generate bypasses a sharded root's forward)."""
+        with self.accelerator.autocast(), gathered_root(self.student if self.sharded else None):
+            yield
 
     def train_step(self, step):
         """One optimizer step; returns per-token component losses, token counts and the grad norm."""

@@ -12,9 +12,7 @@ from lmdistill.errors import UserError
 
 # What a run under fsdp cannot do yet, each refused before anything is written: (is it asked?, what to change).
 NOT_YET = [
-    (lambda c: c.train.responses.writes, "train.responses.source: dataset (generating training responses)"),
     (lambda c: c.train.weighting.method == "gradnorm", "another train.weighting.method than gradnorm"),
-    (lambda c: c.teacher_cache is not None, "no teacher_cache (the teacher runs online)"),
     (lambda c: any(o.name in ("lens", "distillens", "uld", "gold") for o in c.objectives),
      "objectives that call a model's head outside its forward (lens, uld, gold) with sharding: none"),
 ]
@@ -53,6 +51,9 @@ def shard(response_lm, mesh=None):
     embeddings = [m for m in (lm.get_input_embeddings(), lm.get_output_embeddings()) if m is not None]
     fully_shard(list(dict.fromkeys(embeddings)), mesh=mesh)
     fully_shard(response_lm, mesh=mesh)
+    # FSDP picks its root at the first call; generate (on-policy writing) may come first and reach the embeddings
+    # before the wrapper, so the wrapper is made the root now
+    response_lm._get_fsdp_state()._lazy_init()
     return response_lm
 
 
