@@ -153,3 +153,20 @@ def test_student_spec_arch_builds_that_architecture():
     tokenizer = SimpleNamespace(bos_token_id=1, eos_token_id=2, pad_token_id=2)
     model = student_from_spec(spec.student.spec, SimpleNamespace(vocab_size=40), tokenizer)
     assert type(model.config) is LlamaConfig and model.config.hidden_size == 32
+
+
+def test_the_example_configs_are_valid():
+    """examples/: lmdistill configs pass the schema; accelerate-*.yaml are accelerate launch configs."""
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from lmdistill.config import load_config
+    files = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        if path.name.startswith("accelerate-"):
+            launch = load_config_from_file(str(path))
+            assert launch.distributed_type == "MULTI_GPU" and launch.mixed_precision == "bf16"
+        else:
+            assert load_config(path).train.sharding == "fsdp"
