@@ -78,9 +78,12 @@ def _train_two(tmp_path, config, launcher="torchrun"):
 # train.sharding: fsdp shards the student and the teacher across the 2 processes (FSDP2 on gloo); the run must train
 # like one unsharded process with the same global batch. The final evaluation (with generation) runs on the sharded
 # models, and the saved student is a plain save_pretrained directory.
-@pytest.mark.parametrize("objectives", ["kd", "projection"])
+ATTENTION_DKD = [{"name": "ce", "weight": 1.0}, {"name": "attention", "weight": 1.0}, {"name": "dkd", "weight": 1.0}]
+
+
+@pytest.mark.parametrize("objectives", ["kd", "projection", ATTENTION_DKD], ids=["kd", "projection", "attention+dkd"])
 def test_fsdp_two_processes_equal_one(tmp_path, word_data, objectives):
-    single_batch = (4, 2) if objectives == "kd" else (2, 4)  # (projection: see the parametrization above)
+    single_batch = (2, 4) if objectives == "projection" else (4, 2)  # (projection: see the parametrization above)
     common = {"train": {"steps": 4, "eval_every": 2, "eval_examples": 4}, "eval": {"generate": True,
               "max_new_tokens": 4}, "objectives": objectives}
     single = tiny_config(tmp_path / "one", word_data, **{**common, "train": {**common["train"], "batch_size":
