@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from lmdistill.data.encode import render
+from lmdistill.responses.sampler import sampling_processors
 
 
 def seed_of(*numbers):
@@ -24,18 +25,21 @@ def left_padded(prompts, pad_id):
 
 
 def decoding(do_sample, temperature, top_p):
-    """`generate`'s decoding arguments: sampling over the whole vocabulary (no top-k), or greedy with the model's
-    own sampling defaults switched off."""
+    """`generate`'s decoding arguments: greedy with the model's own sampling defaults switched off, or sampling over
+    the whole vocabulary (no top-k) by our faster sampler (responses/sampler.py), which runs as a logits processor
+    under greedy decoding."""
+    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     if do_sample:
-        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {**greedy, "logits_processor": sampling_processors(temperature, top_p)}
+    return greedy
 
 
 def synced(model):
     """`generate`'s arguments for a sharded model (train.sharding: fsdp): every process runs forward passes until all
     have finished, since each pass gathers parameters from all of them."""
     from torch.distributed.fsdp import FSDPModule
-    return {"synced_gpus": True} if any(isinstance(m, FSDPModule) for m in model.modules()) else {}
+    sharded = isinstance(model, torch.nn.Module) and any(isinstance(m, FSDPModule) for m in model.modules())
+    return {"synced_gpus": True} if sharded else {}
 
 
 def stop_ids(tokenizer, data_cfg, chat=None):
