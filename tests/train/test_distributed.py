@@ -18,7 +18,7 @@ from lmdistill.run import train
 from conftest import tiny_config
 from tolerance import TINY_STUDENT, adam_update_norm_tol, training_terms, typical
 
-pytestmark = [pytest.mark.numerical, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 def launch_command(launcher):
@@ -34,6 +34,7 @@ def launch_command(launcher):
 # distillens: the lens's LM-head gradients come out of a custom autograd function; DDP must still average them
 # projection: the projector belongs to the objective and is called outside the student's DDP wrapper. Its feature
 # metric standardises over each micro-batch, so there the single process runs the same micro-batches of 2 (x 4).
+@pytest.mark.numerical
 @pytest.mark.parametrize("objectives, launcher, single_batch", [("kd", "accelerate", (4, 2)),
                                                                 ("distillens", "torchrun", (4, 2)),
                                                                 ("projection", "torchrun", (2, 4))])
@@ -81,6 +82,7 @@ def _train_two(tmp_path, config, launcher="torchrun"):
 ATTENTION_DKD = [{"name": "ce", "weight": 1.0}, {"name": "attention", "weight": 1.0}, {"name": "dkd", "weight": 1.0}]
 
 
+@pytest.mark.numerical
 @pytest.mark.parametrize("objectives", ["kd", "projection", ATTENTION_DKD], ids=["kd", "projection", "attention+dkd"])
 def test_fsdp_two_processes_equal_one(tmp_path, word_data, objectives):
     single_batch = (2, 4) if objectives == "projection" else (4, 2)  # (projection: see the parametrization above)
@@ -170,6 +172,7 @@ def test_fsdp_checkpoint_killed_mid_write_then_resumed_equals_uninterrupted(tmp_
 
 # gradnorm measures on the step's first global micro-batch (every process's first micro-batch together): the
 # weights it sets under 2 processes equal one process's with the same global micro-batch.
+@pytest.mark.numerical
 def test_gradnorm_weights_of_two_processes_equal_one(tmp_path, word_data):
     weighting = {"method": "gradnorm", "every": 1, "rate": 1.0}
     single = tiny_config(tmp_path / "one", word_data, objectives="kd",
