@@ -24,7 +24,6 @@ def test_decoder_layers_found_and_refused():
 
 @pytest.mark.parametrize("train, message", [
     ({}, "but this run has 1"),
-    ({"responses": {"source": "student"}}, "use train.responses.source: dataset"),
     ({"weighting": {"method": "gradnorm"}}, "than gradnorm"),
 ])
 def test_check_sharding_refuses(train, message):
@@ -39,6 +38,7 @@ def test_check_sharding_refuses_the_lens():
         check_sharding(config, 2)
     check_sharding(build_config({}), 1)  # none: nothing to check
     check_sharding(_config(), 2)
+    check_sharding(_config(responses={"source": "student"}, save_every=10), 2)  # on-policy and checkpoints: allowed
 
 
 def test_grad_norm_and_clip_matches_torch_without_shards():
