@@ -125,9 +125,6 @@ def _check_before_output(parts, run_dir, log):
     for objective in parts.objectives:
         objective.check(parts.teacher, parts.teacher_examples("train"), run_dir)
     if parts.config.train.sharding == "fsdp":
-        if parts.cross_tokenizer:
-            raise UserError("train.sharding: fsdp does not support a teacher with another tokenizer yet; set "
-                            "train.sharding: none")
         decoder_layers(parts.student), decoder_layers(parts.teacher)  # a model it cannot wrap: one line, exit 2
 
 
@@ -163,7 +160,7 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
                       train_teacher=training_teacher(parts, accelerator, log) or teacher)
     if resume:
         trainer.resume()
-    before = untrained(parts, student_lm, accelerator) if parts.cross_tokenizer and not resume else None
+    before = untrained(parts, student_lm, accelerator, trainer.sharded) if parts.cross_tokenizer and not resume else None
     n_params = sum(p.numel() for p in parts.student.parameters())
     log(f"student: {n_params / 1e6:.1f}M parameters; teacher: "
         f"{sum(p.numel() for p in parts.teacher.parameters()) / 1e6:.1f}M; {config.train.steps} steps")
@@ -178,12 +175,12 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     return _finish(parts, trainer, teacher, run_dir, history, (started, train_start, time.time()), log, before)
 
 
-def untrained(parts, student_lm, accelerator):
+def untrained(parts, student_lm, accelerator, sharded=False):
     """The student's teacher-forced CE and bits per byte on the held-out examples before training (a pretrained
-    student's own level, what distillation must improve on)."""
+    student's own level, what distillation must improve on); a sharded student is run by every process together."""
     from lmdistill.eval.run import held_out
     from lmdistill.eval.teacher_forced import teacher_forced
-    if not accelerator.is_main_process:
+    if not accelerator.is_main_process and not sharded:
         return None
     split = parts.config.eval.split
     forced = teacher_forced(student_lm, None, held_out(parts, split), parts.config.eval.batch_size,

@@ -10,7 +10,7 @@ from lmdistill.config import build_config
 from lmdistill.data import IGNORE
 from lmdistill.errors import UserError
 from lmdistill.teachers import ResponseLM
-from lmdistill.teachers.outputs import final_norm
+from lmdistill.teachers.outputs import final_norm, lm_head_logits, output_head
 from lmdistill.objectives import build_objectives
 from divergence_reference import per_position
 from tolerance import divergence_magnitudes, divergence_terms, llama_terms, typical, worst
@@ -184,3 +184,17 @@ def test_final_norm_is_found_or_refused():
         base_model = torch.nn.Linear(2, 2)
     with pytest.raises(UserError, match="cannot find the final norm of NoNorm.*final_norm: false"):
         final_norm(NoNorm())
+
+
+def test_output_head_is_the_models_own_head():
+    # read as tensors (so a sharded head can be gathered), it must still be the module's own computation: bias,
+    # soft-capping (Gemma 2 and 3) and the shared columns only; its params are the ones gradients must reach
+    model = tiny_llama(2, 16, 40, 0).double()
+    model.config.final_logit_softcapping = 3.0
+    model.lm_head = torch.nn.Linear(16, 40, bias=True, dtype=torch.float64)
+    hidden = torch.randn(5, 16, dtype=torch.float64) * 4  # logits beyond the cap
+    head = output_head(model, 30)
+    expected = lm_head_logits(model, hidden)[:, :30]
+    assert expected.abs().max() > 2.5  # the cap is reached
+    torch.testing.assert_close(head.fn(hidden), expected, rtol=1e-12, atol=1e-12)
+    assert head.params == (model.lm_head.weight, model.lm_head.bias)

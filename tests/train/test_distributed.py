@@ -70,6 +70,15 @@ def test_two_processes_equal_one(tmp_path, word_data, objectives, launcher, sing
     assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=rel, abs=0)
 
 
+def assert_same_students(one, two, cfg, rel):
+    """The two runs' saved students are equal to within AdamW's bound per tensor (see above)."""
+    a, b = load_file(one / "student/model.safetensors"), load_file(two / "student/model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        tol = adam_update_norm_tol(a[key].numel(), cfg.train.lr, cfg.train.steps, rel)
+        assert (a[key] - b[key]).norm().item() <= tol, (key, (a[key] - b[key]).norm().item(), tol)
+
+
 def _train_two(tmp_path, config, launcher="torchrun"):
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -83,7 +92,8 @@ ATTENTION_DKD = [{"name": "ce", "weight": 1.0}, {"name": "attention", "weight": 
 
 
 @pytest.mark.numerical
-@pytest.mark.parametrize("objectives", ["kd", "projection", ATTENTION_DKD], ids=["kd", "projection", "attention+dkd"])
+@pytest.mark.parametrize("objectives", ["kd", "projection", "distillens", ATTENTION_DKD],
+                         ids=["kd", "projection", "distillens", "attention+dkd"])
 def test_fsdp_two_processes_equal_one(tmp_path, word_data, objectives):
     single_batch = (2, 4) if objectives == "projection" else (4, 2)  # (projection: see the parametrization above)
     common = {"train": {"steps": 4, "eval_every": 2, "eval_examples": 4}, "eval": {"generate": True,
@@ -104,11 +114,7 @@ def test_fsdp_two_processes_equal_one(tmp_path, word_data, objectives):
     teacher = load_teacher(cfg.teacher)[0]
     rel = typical(training_terms(teacher.config, TINY_STUDENT, cfg.data.max_length, teacher.config.vocab_size,
                                  cfg.train.steps))
-    a, b = load_file(tmp_path / "one/student/model.safetensors"), load_file(tmp_path / "two/student/model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        tol = adam_update_norm_tol(a[key].numel(), cfg.train.lr, cfg.train.steps, rel)
-        assert (a[key] - b[key]).norm().item() <= tol, (key, (a[key] - b[key]).norm().item(), tol)
+    assert_same_students(tmp_path / "one", tmp_path / "two", cfg, rel)
     logs = [[json.loads(l) for l in open(tmp_path / run / "metrics.jsonl")] for run in ("one", "two")]
     for kind in ("train", "dev"):
         values = [[e["loss" if kind == "train" else "ce"] for e in log if e["kind"] == kind] for log in logs]
@@ -171,15 +177,16 @@ def test_fsdp_checkpoint_killed_mid_write_then_resumed_equals_uninterrupted(tmp_
 
 
 # gradnorm measures on the step's first global micro-batch (every process's first micro-batch together): the
-# weights it sets under 2 processes equal one process's with the same global micro-batch.
+# weights it sets under 2 processes equal one process's with the same global micro-batch, data parallel or sharded.
 @pytest.mark.numerical
-def test_gradnorm_weights_of_two_processes_equal_one(tmp_path, word_data):
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_gradnorm_weights_of_two_processes_equal_one(tmp_path, word_data, sharding):
     weighting = {"method": "gradnorm", "every": 1, "rate": 1.0}
     single = tiny_config(tmp_path / "one", word_data, objectives="kd",
                          train={"steps": 3, "batch_size": 4, "weighting": weighting})
     train(build_config(single), log=lambda *_: None)
     double = tiny_config(tmp_path / "two", word_data, objectives="kd",
-                         train={"steps": 3, "batch_size": 2, "weighting": weighting})
+                         train={"steps": 3, "batch_size": 2, "weighting": weighting, "sharding": sharding})
     done = _train_two(tmp_path, double)
     assert done.returncode == 0, done.stderr[-3000:]
     cfg = build_config(single)
@@ -191,3 +198,6 @@ def test_gradnorm_weights_of_two_processes_equal_one(tmp_path, word_data):
     assert len(weights[0]) == 3 and weights[0][0] != (0.5, 0.5)  # measured, not the configured weights
     for a, b in zip(*weights):
         assert a == pytest.approx(b, rel=rel, abs=0)
+    # The measurement leaves no gradient behind. The weights it sets differ by up to rel (above) and scale the
+    # objectives' gradients, which differ by rel themselves: the training gradients differ by up to 2 rel.
+    assert_same_students(tmp_path / "one", tmp_path / "two", cfg, 2 * rel)

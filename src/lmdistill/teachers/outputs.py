@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lmdistill.data import IGNORE
 from lmdistill.chunked import Head
 from lmdistill.errors import UserError
+from lmdistill.train.sharding import call_gathered, gathered, is_sharded
 
 
 @dataclass(frozen=True)
@@ -82,14 +84,24 @@ def lens_input(model, hidden, layer, use_final_norm):
     """What the LM head reads for the logit lens at hidden_states[layer]: the final norm applied (when
     use_final_norm), except at the last layer, which Hugging Face models return already normalised."""
     if use_final_norm and layer < model.config.num_hidden_layers:
-        return final_norm(model)(hidden)
+        return call_gathered(final_norm(model), hidden)
     return hidden
 
 
 def output_head(model, vocab_size):
-    """A `Head`: the model's own LM head (soft-capping included), keeping the first vocab_size columns."""
+    """A `Head`: the model's own LM head (soft-capping included), keeping the first vocab_size columns. Its weights
+    are read as tensors, gathered first when sharded, so the gradients reach the shards (train/sharding.py)."""
     head = model.get_output_embeddings()
-    return Head(lambda hidden: lm_head_logits(model, hidden)[:, :vocab_size],
-                tuple(p for p in head.parameters() if p.requires_grad))
+    if not isinstance(head, nn.Linear):
+        if is_sharded(head):
+            raise UserError(f"train.sharding: fsdp needs a linear LM head, {type(model).__name__} has a "
+                            f"{type(head).__name__}; set train.sharding: none")
+        return Head(lambda hidden: lm_head_logits(model, hidden)[:, :vocab_size],
+                    tuple(p for p in head.parameters() if p.requires_grad))
+    weight, bias = gathered(head.weight), None if head.bias is None else gathered(head.bias)
+    cap = getattr(model.config, "final_logit_softcapping", None)
 
-
+    def logits(hidden):
+        z = F.linear(hidden, weight[:vocab_size], None if bias is None else bias[:vocab_size])
+        return torch.tanh(z / cap) * cap if cap else z
+    return Head(logits, tuple(p for p in (weight, bias) if p is not None and p.requires_grad))

@@ -9,6 +9,7 @@ from torch import nn
 
 from lmdistill.teachers.capture import capture
 from lmdistill.teachers.outputs import ModelOutputs, Request, lm_head_logits, response_positions
+from lmdistill.train.sharding import gathered_root, root_of
 
 
 class ResponseLM(nn.Module):
@@ -21,7 +22,9 @@ class ResponseLM(nn.Module):
     def forward(self, input_ids, attention_mask, labels, request=Request()):
         """Outputs at the response positions of `labels`, with what `request` asks for."""
         where = response_positions(labels)
-        with capture(self.lm, request.attention, request.values, where) as (attentions, values):
+        root = root_of(self.lm)  # another wrapper of a sharded model gathers the root's parameters (the final norm)
+        with gathered_root(None if root is self else root), \
+                capture(self.lm, request.attention, request.values, where) as (attentions, values):
             out = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                      output_hidden_states=bool(request.hidden), use_cache=False)
         final = out.last_hidden_state[:, :-1][where]

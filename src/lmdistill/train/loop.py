@@ -20,6 +20,7 @@ from lmdistill.objectives.needs import union
 from lmdistill.responses import make_writer
 from lmdistill.teachers import response_positions
 from lmdistill.train.batches import micro_batches
+from lmdistill.train.gradient_norms import objective_gradient_norms
 from lmdistill.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmdistill.train.logger import MetricsLogger
 from lmdistill.train.schedule import warmup_cosine
@@ -174,28 +175,8 @@ class Trainer:
         return s, t
 
     def _measure_gradients(self, step, batch):
-        """gradnorm: each objective's gradient norm (per-token loss) at the student parameters every objective
-        reaches, on the step's first global micro-batch (every process's first micro-batch together, so the weights
-        equal one process's with the same global batch); updates the weighting's factors."""
-        acc, model = self.accelerator, self.unwrapped  # unwrapped: these gradients never enter DDP's buckets
-        params = [p for p in model.parameters() if p.requires_grad]
-        on = self.weighting.on(step)
-        with acc.autocast():
-            s, t = self._forward(model, batch)
-            tokens = acc.reduce(torch.tensor(len(s.targets), device=acc.device), "sum").item()
-            losses = [o.loss(s, t, batch) / max(tokens, 1) if active else None
-                      for o, active in zip(self.objectives, on)]
-        grads = [torch.autograd.grad(l, params, retain_graph=True, allow_unused=True) if l is not None else None
-                 for l in losses]
-        measured = [g for g in grads if g is not None]
-        shared = [j for j in range(len(params)) if all(g[j] is not None for g in measured)]
-        if not shared:  # no parameter reached by every objective: each norm over what it reaches
-            shared = range(len(params))
-        norms = [None if g is None else  # of the global micro-batch's gradient: every process's summed
-                 acc.reduce(torch.cat([g[j].float().flatten() for j in shared if g[j] is not None]), "sum").norm().item()
-                 for g in grads]
-        values = [None if l is None else acc.reduce(l.detach().float(), "sum").item() for l in losses]
-        self.weighting.from_gradients(step, norms, values)
+        """gradnorm: updates the weighting's factors from the objectives' gradient norms (train/gradient_norms.py)."""
+        self.weighting.from_gradients(step, *objective_gradient_norms(self, step, batch))
 
     def _skip(self, step, components, grad_norm):
         self.bad_in_a_row += 1

@@ -5,17 +5,14 @@ parameters only while that unit runs.
 Units: every decoder layer; the input and output embeddings together (they may be one tied tensor); and the
 `ResponseLM` wrapper as the root, which holds what is left (the final norm). The wrapper is the root because the
 models are called piecewise (the body, then the head at response positions only)."""
+import weakref
 from contextlib import contextmanager
 
 import torch
 from lmdistill.errors import UserError
 
 # What a run under fsdp cannot do yet, each refused before anything is written: (is it asked?, what to change).
-NOT_YET = [
-    (lambda c: c.train.weighting.method == "gradnorm", "another train.weighting.method than gradnorm"),
-    (lambda c: any(o.name in ("lens", "distillens", "uld", "gold") for o in c.objectives),
-     "objectives that call a model's head outside its forward (lens, uld, gold) with sharding: none"),
-]
+NOT_YET = []
 
 
 def check_sharding(config, num_processes):
@@ -42,6 +39,16 @@ def decoder_layers(lm):
     return layers
 
 
+# model -> the ResponseLM that is the root of its units. Other wrappers of the same model (a teacher reading another
+# split's encoding, teacher-scored evaluation) bypass the root's forward, so they gather its parameters (root_of).
+_ROOTS = weakref.WeakKeyDictionary()
+
+
+def root_of(lm):
+    """The ResponseLM that is the root of a sharded model's units; None when the model is not sharded."""
+    return _ROOTS.get(lm)
+
+
 def shard(response_lm, mesh=None):
     """Shard a ResponseLM in place (see the module docstring for the units); returns it."""
     from torch.distributed.fsdp import fully_shard
@@ -51,6 +58,7 @@ def shard(response_lm, mesh=None):
     embeddings = [m for m in (lm.get_input_embeddings(), lm.get_output_embeddings()) if m is not None]
     fully_shard(list(dict.fromkeys(embeddings)), mesh=mesh)
     fully_shard(response_lm, mesh=mesh)
+    _ROOTS[lm] = response_lm
     # FSDP picks its root at the first call; generate (on-policy writing) may come first and reach the embeddings
     # before the wrapper, so the wrapper is made the root now
     response_lm._get_fsdp_state()._lazy_init()
@@ -77,6 +85,39 @@ def held(module):
 def is_sharded(module):
     from torch.distributed.fsdp import FSDPModule
     return isinstance(module, FSDPModule)
+
+
+class _AverageGrad(torch.autograd.Function):
+    """Identity forward; divides the gradient by the process count (FSDP averages gradients over processes)."""
+
+    @staticmethod
+    def forward(ctx, x, n):
+        ctx.n = n
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / ctx.n, None
+
+
+def gathered(tensor):
+    """A sharded (DTensor) parameter gathered whole on this process, for calls outside its unit's forward (the logit
+    lens reads the LM head). Its gradient is reduce-scattered back into the shards' .grad, averaged over processes
+    as FSDP's own are; collective when sharded. Any other tensor is returned as it is."""
+    from torch.distributed.tensor import DTensor, Partial
+    if not isinstance(tensor, DTensor):
+        return tensor
+    full = tensor.full_tensor(grad_placements=[Partial()] * tensor.device_mesh.ndim)
+    return _AverageGrad.apply(full, tensor.device_mesh.size()) if full.requires_grad else full
+
+
+def call_gathered(module, *args):
+    """module(*args) with its sharded parameters gathered (`gathered`), for a module that is part of a unit but
+    called outside the unit's forward (the final norm for the logit lens)."""
+    params = dict(module.named_parameters())
+    if not any(type(p).__name__ == "DTensor" for p in params.values()):
+        return module(*args)
+    return torch.func.functional_call(module, {name: gathered(p) for name, p in params.items()}, args)
 
 
 @contextmanager
