@@ -169,6 +169,16 @@ class Config(Strict):
         return built
 
     @model_validator(mode="after")
+    def _selector_seeds(self):
+        """A selector's `seed` left unset is the run's: the random control draws another subset, and a projection
+        another initialisation, in each seed of a grid."""
+        from lmdistill.features.registry import get_selector
+        for objective in self.objectives:
+            if getattr(objective, "seed", 0) is None and "seed" in get_selector(objective.selector).options:
+                objective.seed = self.seed
+        return self
+
+    @model_validator(mode="after")
     def _some_objective_on(self):
         """At every step some objective's schedule must be on, or there would be nothing to train."""
         labels = labels_of(self.objectives)

@@ -38,6 +38,25 @@ def test_paired_difference_on_known_values():
         stats.paired([1.0, 2.0], [1.0])
 
 
+def test_paired_p_value_against_closed_forms():
+    # Student's t has closed-form CDFs at df 1 (Cauchy) and df 2: two-sided p = 1 - 2 atan|t| / pi, 1 - |t| / sqrt(2 + t^2)
+    for values, reference in (([1.0, 2.5], [0.7, 1.6]), ([6.0, 6.5, 7.1], [6.2, 6.4, 7.4]), ([3.0, 2.0, 1.0], [1.0, 0.5, 0.2])):
+        d = stats.paired(values, reference)
+        t = abs(d["mean"]) / (d["std"] / math.sqrt(d["n"]))
+        want = 1 - 2 * math.atan(t) / math.pi if d["n"] == 2 else 1 - t / math.sqrt(2 + t * t)
+        assert d["p"] == pytest.approx(want, abs=1e-9)
+    assert stats.paired([1.0], [2.0])["p"] is None
+    assert stats.paired([1.0, 2.0], [0.5, 1.5])["p"] == 0.0  # the same gap in every seed
+    assert stats.paired([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
+
+
+def test_holm_adjustment_by_hand():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04, raised to the running max 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([]) == []
+
+
 def test_pairing_matters_in_the_statistics():
     """A gap smaller than the seed noise is still resolved when it is consistent seed by seed."""
     base = [6.0, 6.6, 7.2]
@@ -61,6 +80,24 @@ def test_task_table_shows_means_and_paired_intervals():
     pairs = comparisons_table(rows, [("x", "kd"), ("kd", "x"), ("x", "missing")]).splitlines()
     assert len(pairs) == 4 and pairs[2].startswith("| x − kd | " + f"−{abs(d['mean']):.3f}")
     assert pairs[3].startswith(f"| kd − x | +{abs(d['mean']):.3f} [−{hi:.3f}, +{abs(lo):.3f}] (0/3 lower)")  # a tie counts as not lower
+    # on the primary metric (ce): the p-value, Holm's adjustment over the 2 comparisons (x − kd and its mirror share
+    # one p-value: both become min(1, 2p)), and the verdict
+    assert "Holm p (2 comparisons)" in pairs[0]
+    holm_p = min(1.0, 2 * d["p"])
+    assert pairs[2].endswith(f"| {d['p']:.3f} | {holm_p:.3f} | not resolved |") and holm_p > 0.05
+
+
+def test_holm_verdicts_in_the_comparisons_table():
+    # a gap resolved alone (p 0.0014 in 3 seeds) stays resolved among 3 comparisons; one at p ~0.03 does not
+    base = [6.0, 6.6, 7.2]
+    values = {"base": base, "clear": [b - 0.10 + e for b, e in zip(base, (0.0, 0.004, -0.004))],
+              "weak": [b - 0.05 + e for b, e in zip(base, (0.0, 0.02, -0.02))], "same": [b + e for b, e in zip(base, (0.01, -0.01, 0.0))]}
+    rows = [{"method": m, "seed": s, "ce": v} for m, vs in values.items() for s, v in enumerate(vs)]
+    lines = comparisons_table(rows, [("clear", "base"), ("weak", "base"), ("same", "base")]).splitlines()[2:]
+    p = {m: stats.paired(values[m], base)["p"] for m in ("clear", "weak", "same")}
+    assert p["clear"] * 3 < 0.05 and p["weak"] < 0.05 < p["weak"] * 2
+    assert lines[0].endswith("| first lower |") and lines[1].endswith("| not resolved |")
+    assert lines[2].endswith("| not resolved |")
 
 
 def test_cells_from_several_machines_are_flagged():
@@ -88,6 +125,7 @@ def _compare_file(tmp_path, word_data, **extra):
     ({"methds": {}}, "did you mean 'methods'"), ({"baseline": "kdd"}, "did you mean 'kd'"),
     ({"base": {"seed": 3}}, "base.seed is set per cell"), ({"comparisons": [["kd", "sf"]]}, "did you mean 'sft'"), ({"quick": {"methods": ["nope"]}}, "quick: unknown method"),
     ({"methods": {"kd": "sftt"}}, "unknown objectives preset 'sftt'"),
+    ({"not_applicable": {"kd": "no reason"}}, "not_applicable: 'kd' is also a method of this grid"),
     ({"methods": {"kd": {"objectives": "kd", "train": {"steps": 9}}}}, "method 'kd': a mapping holds objectives and "
      "optionally train.weighting and train.responses .* with \\['steps'\\]"),
     ({"methods": {"kd": {"objectives": "kd", "train": {"weighting": {"method": "gradnrm"}}}}}, "gradnorm")])
@@ -157,13 +195,14 @@ def test_quick_grid_uses_its_own_run_dir(tmp_path, word_data):
 
 @pytest.mark.e2e
 def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
-    path = _compare_file(tmp_path, word_data)
+    path = _compare_file(tmp_path, word_data, not_applicable={"lens": "needs one vocabulary"})
     rows = runner.run_compare(path, log=lambda *_: None)
     out = tmp_path / "out"
     assert sorted((r["method"], r["seed"]) for r in rows) == [("kd", 0), ("kd", 1), ("sft", 0), ("sft", 1)]
     assert all(r["peak_rss_gib"] > 0 and r["train_seconds"] >= 0 and r["ce"] > 0 for r in rows)
     report = (out / "report.md").read_text()
     assert "| sft | 2 |" in report and "(baseline)" in report and "| teacher |" in report and "| constant |" in report
+    assert "Not applicable in this grid:\n\n- lens: needs one vocabulary" in report
     here = machine(torch.device("cpu"))
     assert all(r["machine"] == here for r in rows) and f"cells ran on: {here} (4 cells)" in report
     assert (out / "compare-task.png").stat().st_size > 1000

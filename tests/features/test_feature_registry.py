@@ -64,7 +64,8 @@ def test_a_selectors_declared_options_drive_refuse_unused(name):
                 feature(selector=name, metric=metric, **{key: value})
         # left at its default, any option is accepted (a resolved config loads again)
         default = FeatureParams.model_fields[key].default
-        assert getattr(feature(selector=name, metric=metric, **{key: default}), key) == default
+        resolved = 0 if key == "seed" and key in get_selector(name).options else default  # unset: the run's seed
+        assert getattr(feature(selector=name, metric=metric, **{key: default}), key) == resolved
 
 
 def test_metric_cka_goes_with_the_full_width_selector_only():
@@ -153,7 +154,8 @@ def test_a_former_key_given_with_set_is_refused_the_same_way():
 
 
 def test_a_compare_grid_gives_selectors_that_select_one_artifact_per_method(tmp_path, word_data):
-    """Selections depend on the teacher and calibration data, not on the seed: computed once per (task, method)."""
+    """Selections depend on the teacher and calibration data: computed once per (task, method); random's also on the
+    seed (the run's, unless set): once per seed, another subset in each."""
     from lmdistill.compare import grid
     from lmdistill.compare.schema import load_compare
     methods = {name: [{"name": "ce"}, {"name": "feature", "selector": name,
@@ -165,5 +167,16 @@ def test_a_compare_grid_gives_selectors_that_select_one_artifact_per_method(tmp_
     cells = grid.cells(load_compare(path))
     assert len(cells) == 2 * len(SELECTORS)
     for cell in cells:
-        shared = str(tmp_path / "out/selections/task" / f"{cell.method}-1.safetensors")
+        per_seed = f"-seed{cell.seed}" if cell.method == "random" else ""
+        shared = str(tmp_path / "out/selections/task" / f"{cell.method}-1{per_seed}.safetensors")
         assert cell.config.objectives[1].selection_file == (shared if DECLARED[cell.method][1] else None)
+        if cell.method in ("random", "projection"):
+            assert cell.config.objectives[1].seed == cell.seed
+
+
+def test_a_selector_seed_is_the_runs_unless_set():
+    assert feature(selector="random").seed == 0
+    assert build_config({"seed": 4, "objectives": [{"name": "feature", "selector": "random"}]}).objectives[0].seed == 4
+    assert build_config({"seed": 4, "objectives": [{"name": "feature", "selector": "projection", "seed": 1}]}
+                        ).objectives[0].seed == 1  # what the user wrote
+    assert feature(selector="flexkd").seed is None  # a selector that reads no seed gets none

@@ -45,10 +45,12 @@ def task_config(compare, task, method, seed):
     except UserError as e:
         raise UserError(f"task '{task}', method '{method}': {e}") from None
     for i, objective in enumerate(config.objectives):
-        # selections depend on the teacher and calibration data, not on the seed: computed once per method
+        # selections depend on the teacher and calibration data, so they are computed once per method, except one
+        # drawn from the seed (random), once per seed
         selector = getattr(objective, "selector", None)  # feature objectives
         if selector is not None and get_selector(selector).selects and not objective.selection_file:
-            objective.selection_file = str(root / "selections" / task / f"{method}-{i}.safetensors")
+            per_seed = f"-seed{seed}" if "seed" in get_selector(selector).recorded else ""
+            objective.selection_file = str(root / "selections" / task / f"{method}-{i}{per_seed}.safetensors")
     return config
 
 

@@ -5,7 +5,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from lmdistill.compare.stats import mean, mean_std_text, paired
+from lmdistill.compare.stats import holm, mean, mean_std_text, paired
 from lmdistill.io import atomic_write_bytes, atomic_write_text
 from lmdistill.provenance import commit_text, record, summary
 
@@ -57,20 +57,37 @@ def task_table(rows, methods, baseline):
     return "\n".join(lines)
 
 
-def comparisons_table(rows, comparisons):
-    """Paired differences for chosen (method, reference) pairs, over the seeds both finished."""
+def comparisons_table(rows, comparisons, primary="ce"):
+    """Paired differences for chosen (method, reference) pairs, over the seeds both finished, and on the primary
+    metric each one's p-value with Holm's adjustment over the table's comparisons (the family-wise verdict)."""
     by = {(r["method"], r["seed"]): r for r in rows}
     keys = [(key, title) for key, title in DIFFERENCES if any(key in r for r in rows)]
-    lines = ["| comparison | " + " | ".join(f"{title} difference (95 % CI)" for _, title in keys) + " |",
-             "|---|" + "---|" * len(keys)]
+    found = []
     for method, reference in comparisons:
         seeds = sorted(s for m, s in by if m == method and (reference, s) in by)
-        if not seeds:
-            continue
-        cells = [difference_text(paired([by[(method, s)][key] for s in seeds], [by[(reference, s)][key] for s in seeds]))
-                 for key, _ in keys]
+        if seeds:
+            found.append((method, reference, {key: paired([by[(method, s)][key] for s in seeds],
+                                                          [by[(reference, s)][key] for s in seeds]) for key, _ in keys}))
+    if not found:
+        return ""
+    tested = [d[primary] for *_, d in found if d[primary]["p"] is not None]
+    for d, adjusted in zip(tested, holm([d["p"] for d in tested])):
+        d["holm"] = adjusted
+    lines = ["| comparison | " + " | ".join(f"{title} difference (95 % CI)" for _, title in keys)
+             + f" | {primary} p | Holm p ({len(tested)} comparisons) | Holm verdict at 5 % |",
+             "|---|" + "---|" * (len(keys) + 3)]
+    for method, reference, d in found:
+        cells = [difference_text(d[key]) for key, _ in keys] + holm_cells(d[primary])
         lines.append(f"| {method} − {reference} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+    return "\n".join(lines)
+
+
+def holm_cells(d):
+    """[p, Holm-adjusted p, verdict] of one comparison on the primary metric."""
+    if d["p"] is None:
+        return ["-", "-", "(1 seed)"]
+    verdict = ("first lower" if d["mean"] < 0 else "first higher") if d["holm"] <= 0.05 else "not resolved"
+    return [f"{d['p']:.3f}", f"{d['holm']:.3f}", verdict]
 
 
 def reference_table(reference):
@@ -167,6 +184,9 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
              f"`bits/byte before` is the student's own before training. Differences are method − {baseline}, seed by seed, with a Student-t "
              f"95 % interval; `k/n lower` counts seeds where the method's value is lower. train s: mean training time "
              f"per cell; peak RSS: the largest over the cell's seeds (each cell is its own process).", ""]
+    if compare.not_applicable:
+        parts += ["Not applicable in this grid:", ""] + [f"- {name}: {why}" for name, why in
+                                                         compare.not_applicable.items()] + [""]
     for task in compare.tasks:
         task_rows = [r for r in rows if r["task"] == task]
         reference = references.get(task)
@@ -178,12 +198,16 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
             parts += ["(no finished cells yet)", ""]
             continue
         parts += [task_table(task_rows, methods, baseline), ""]
-        questions = comparisons_table(task_rows, compare.comparisons)
+        primary = "bpb" if all("bpb" in r for r in task_rows) else "ce"
+        questions = comparisons_table(task_rows, compare.comparisons, primary)
         if questions:
-            parts += ["Paired comparisons (negative = the first method is lower, i.e. better):", "", questions, ""]
+            parts += ["Paired comparisons (negative = the first method is lower, i.e. better). The p-values are "
+                      f"two-sided paired t-tests on {primary}; Holm's adjustment over this table's comparisons keeps the "
+                      "chance of any false verdict among them at 5 %; the raw intervals stay as they are.", "",
+                      questions, ""]
         parts += [reference_table(reference), ""]
         image = f"compare-{task}.png"
-        plot(root / image, task, task_rows, curves, methods, "bpb" if all("bpb" in r for r in task_rows) else "ce")
+        plot(root / image, task, task_rows, curves, methods, primary)
         parts += [f"![{task}]({image})", ""]
     text = "\n".join(parts) + "\n"
     atomic_write_text(Path(root) / "report.md", text)

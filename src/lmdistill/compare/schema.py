@@ -39,6 +39,9 @@ class CompareConfig(Strict):
     baseline: str | None = Field(None, description="method the paired differences are taken against; default the first")
     comparisons: list[tuple[str, str]] = Field(default_factory=list, description="extra [method, reference] pairs "
                                                "whose paired differences the report gives")
+    not_applicable: dict[str, str] = Field(default_factory=dict, description="method name -> why this grid cannot "
+                                           "run it (e.g. an objective that needs a shared vocabulary); the report "
+                                           "lists them")
     teacher: Literal["cache", "online"] = Field("cache", description="online: every cell runs the teacher itself "
                                                 "(exact; slower)")
     cache: CacheSettings = CacheSettings()
@@ -55,6 +58,9 @@ class CompareConfig(Strict):
                 for name in names or ():
                     if name not in known:
                         raise ValueError(f"quick: unknown {kind} '{name}'{did_you_mean(name, known)}")
+        for name in self.not_applicable:
+            if name in self.methods:
+                raise ValueError(f"not_applicable: '{name}' is also a method of this grid; remove one")
         for pair in self.comparisons:
             for name in pair:
                 if name not in self.methods:

@@ -1,5 +1,6 @@
 """Summary statistics for a seeds x methods grid: mean +/- sample std, and paired differences with a Student-t
-95 % interval (differences are taken seed by seed, so shared seed noise cancels)."""
+95 % interval and two-sided p-value (differences are taken seed by seed, so shared seed noise cancels); Holm's
+adjustment of a family of p-values."""
 import math
 
 
@@ -73,9 +74,21 @@ def paired(values, reference, level=0.95):
         raise ValueError("paired differences need the same, non-empty list of seeds on both sides")
     diffs = [v - r for v, r in zip(values, reference)]
     n, m, s = len(diffs), mean(diffs), std(diffs)
-    interval = None
+    interval = p = None
     if n >= 2:
         half = t_quantile(0.5 + level / 2, n - 1) * s / math.sqrt(n)
         interval = (m - half, m + half)
-    return {"mean": m, "std": s, "interval": interval, "n": n, "lower_in": sum(d < 0 for d in diffs),
+        p = 2 * (1 - t_cdf(abs(m) / (s / math.sqrt(n)), n - 1)) if s > 0 else float(m == 0)
+    return {"mean": m, "std": s, "interval": interval, "p": p, "n": n, "lower_in": sum(d < 0 for d in diffs),
             "diffs": diffs}
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (same order): the adjusted p-value of the i-th smallest is
+    max over j <= i of min(1, (m - j + 1) p_(j)); rejecting where it is <= alpha keeps the family-wise error <= alpha."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [None] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

@@ -39,7 +39,8 @@ class FeatureParams(PairParams):
                                                             "token position, or the same sequence (each sequence's "
                                                             "response features averaged; negatives: the batch's "
                                                             "other sequences)")
-    seed: int = Field(0, description="for selector random (the coordinates) or projection (its initialisation)")
+    seed: int | None = Field(None, description="for selector random (the coordinates) or projection (its "
+                             "initialisation); default: the run's seed")
     selection_file: str | None = Field(None, description="selection artifact to reuse or write; default "
                                        "RUN_DIR/selection/feature-I.safetensors (I = the objective's position)")
     # former keys, now metric parameters: old key -> its name under `params` (config_keys says where it went)
