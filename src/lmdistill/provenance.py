@@ -180,12 +180,14 @@ def peak_memory_text(peak=None):
 
 def model_fingerprint(model):
     """sha256 of the model's config (not its path) and a sample of every weight: a changed model or a
-    fine-tuned copy gets a new fingerprint, without hashing gigabytes."""
+    fine-tuned copy gets a new fingerprint, without hashing gigabytes. A sharded model's weights are gathered one at a
+    time (collective: every process must call it), so it gets the fingerprint it had whole."""
     h = hashlib.sha256()
     config = model.config.to_dict()
     config.pop("_name_or_path", None)
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, p in sorted(model.state_dict().items()):
+        p = p.full_tensor() if hasattr(p, "full_tensor") else p  # a DTensor shard
         flat = p.detach().reshape(-1)
         sample = torch.cat([flat[:1024], flat[-1024:]]).float().cpu()
         h.update(f"{name}{tuple(p.shape)}".encode())

@@ -153,7 +153,9 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
-    parts.teacher.to(accelerator.device)
+    if config.train.sharding != "fsdp" or config.teacher_cache is not None:
+        # (under fsdp, sharding moves the teacher to the device unit by unit; the cache is built by one process)
+        parts.teacher.to(accelerator.device)
     student_lm, teacher = wrap(parts)
     dev_teacher = teacher_of(parts, "dev") if parts.cross_tokenizer and "dev" in parts.splits else teacher
     trainer = Trainer(parts, student_lm, dev_teacher, accelerator, run_dir, log,

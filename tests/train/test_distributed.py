@@ -92,10 +92,10 @@ ATTENTION_DKD = [{"name": "ce", "weight": 1.0}, {"name": "attention", "weight": 
 
 
 @pytest.mark.numerical
-@pytest.mark.parametrize("objectives", ["kd", "projection", "distillens", ATTENTION_DKD],
-                         ids=["kd", "projection", "distillens", "attention+dkd"])
+@pytest.mark.parametrize("objectives", ["kd", "projection", "flexkd", "distillens", ATTENTION_DKD],
+                         ids=["kd", "projection", "flexkd", "distillens", "attention+dkd"])
 def test_fsdp_two_processes_equal_one(tmp_path, word_data, objectives):
-    single_batch = (2, 4) if objectives == "projection" else (4, 2)  # (projection: see the parametrization above)
+    single_batch = (2, 4) if objectives in ("projection", "flexkd") else (4, 2)  # (see the parametrization above)
     common = {"train": {"steps": 4, "eval_every": 2, "eval_examples": 4}, "eval": {"generate": True,
               "max_new_tokens": 4}, "objectives": objectives}
     single = tiny_config(tmp_path / "one", word_data, **{**common, "train": {**common["train"], "batch_size":

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lmdistill.teachers.outputs import response_positions
+from lmdistill.train.sharding import gathered_root, root_of
 
 SCORES = ("abs_grad", "sq_grad", "grad_x_act")
 
@@ -107,7 +108,8 @@ def teacher_gradients(model, batches, layers):
     found = {layer: ([], []) for layer in layers}
     for batch in batches:
         embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_()
-        with torch.enable_grad():
+        # (a sharded model's own forward bypasses its root unit, whose parameters are gathered for it)
+        with torch.enable_grad(), gathered_root(root_of(model)):
             out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True,
                         use_cache=False)
             targets, where = batch["labels"][:, 1:], response_positions(batch["labels"])

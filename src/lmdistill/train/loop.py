@@ -44,17 +44,18 @@ class Trainer:
         self.parts, self.cfg, self.log = parts, parts.config.train, log
         self.accelerator, self.run_dir = accelerator, Path(run_dir)
         self.objectives, self.labels = parts.objectives, labels_of(parts.objectives)
+        self.sharded = self.cfg.sharding == "fsdp"
+        if self.sharded:  # (sharding moves each unit to the device: the whole teacher need not fit on one)
+            shard_models(student_lm, teacher.model, accelerator.num_processes, log)
         for objective in self.objectives:
             objective.total_steps = self.cfg.steps  # for objectives with their own (per-pair) schedules
+            # (sharded, every process runs a selection pass together)
             objective.prepare(parts.teacher, parts.teacher_examples("train"), parts.teacher_pad_id, log, self.run_dir)
         self.extra = torch.nn.ModuleDict({label: torch.nn.ModuleList(o.trainable_modules())
                                           for label, o in zip(self.labels, self.objectives) if o.trainable_modules()})
         self.teacher = teacher
         self.train_teacher = train_teacher or teacher
         self.needs = union(o.needs() for o in self.objectives)  # what each model's call must return
-        self.sharded = self.cfg.sharding == "fsdp"
-        if self.sharded:  # (after the objectives' preparation, which may run the whole teacher on one process)
-            shard_models(student_lm, teacher.model, accelerator.num_processes, log)
         self.optimizer = make_optimizer(list(student_lm.parameters()) + list(self.extra.parameters()), self.cfg)
         self.scheduler = warmup_cosine(self.optimizer, self.cfg.warmup_steps, self.cfg.steps, self.cfg.min_lr_ratio)
         if not self.sharded:  # (sharded, the plain optimizer: its state is saved shard by shard)

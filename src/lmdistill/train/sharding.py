@@ -120,17 +120,26 @@ def call_gathered(module, *args):
     return torch.func.functional_call(module, {name: gathered(p) for name, p in params.items()}, args)
 
 
+_GATHERED = weakref.WeakKeyDictionary()  # root -> how many gathered_root contexts hold it
+
+
 @contextmanager
 def gathered_root(response_lm):
-    """The root unit's own parameters gathered, for calls that bypass its forward (generate on the wrapped LM)."""
+    """The root unit's own parameters gathered, for calls that bypass its forward (generate on the wrapped LM, another
+    wrapper of the model); nested uses keep them gathered until the outermost ends."""
     if response_lm is None or not is_sharded(response_lm):
         yield
         return
-    response_lm.unshard()
+    depth = _GATHERED.get(response_lm, 0)
+    if depth == 0:
+        response_lm.unshard()
+    _GATHERED[response_lm] = depth + 1
     try:
         yield
     finally:
-        response_lm.reshard()
+        _GATHERED[response_lm] = depth
+        if depth == 0:
+            response_lm.reshard()
 
 
 def full_state_dict(module):
