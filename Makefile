@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install assets demo test clean bench-env
+.PHONY: install assets demo test clean bench-env results results-quick
 
 $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ $(BENCH)/.gemma: $(BENCH)/.installed
 
 test: assets $(BIN)/.gemma
 	$(BIN)/python -m pytest -q
+
+# Every result the README states, made again at the current commit (benchmarks/results.py; about 46 hours on 2 cores,
+# resumable), or each at a tiny budget into benchmarks/results-quick/ to check that all of them still run.
+results: bench-env $(BIN)/.gemma
+	$(BIN)/python benchmarks/results.py
+
+results-quick: bench-env $(BIN)/.gemma
+	$(BIN)/python benchmarks/results.py --quick
 
 clean:
 	rm -rf $(VENV) .venv-bench runs

@@ -36,7 +36,8 @@ def cmd_compare(args):
     from lmdistill.compare import run_compare
     from functools import partial
     run_compare(args.config, quick=args.quick, report_only=args.report_only, online=args.online,
-                log=partial(print, flush=True))  # progress shows up at once when stdout is a file
+                log=partial(print, flush=True),  # progress shows up at once when stdout is a file
+                overrides=args.set, run_dir=args.run_dir)
 
 
 def cmd_info(args):
@@ -124,6 +125,9 @@ def add_other_commands(sub):
     c.add_argument("--quick", action="store_true", help="run the file's smaller quick: grid (into RUN_DIR-quick)")
     c.add_argument("--report-only", action="store_true", help="write the report from the finished cells, train nothing")
     c.add_argument("--online", action="store_true", help="run the teacher online in every cell (exact, slower), into RUN_DIR-online")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of every cell's base config, e.g. --set train.steps=20 (repeatable)")
+    c.add_argument("--run-dir", help="write the grid here instead of the compare file's run_dir")
     c.set_defaults(func=cmd_compare)
 
     i = sub.add_parser("info", help="describe a model and suggest a layer map",

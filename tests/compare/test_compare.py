@@ -193,6 +193,18 @@ def test_quick_grid_uses_its_own_run_dir(tmp_path, word_data):
         load_compare(_compare_file(tmp_path, word_data, quick=None), quick=True)
 
 
+def test_set_overrides_every_cells_base_and_run_dir_moves_the_grid(tmp_path, word_data):
+    path = _compare_file(tmp_path, word_data, tasks={"a": {}, "b": {"train": {"steps": 7}}})
+    compare = load_compare(path, overrides=["train.steps=2", "eval.max_examples=3"], run_dir=tmp_path / "elsewhere")
+    cells = grid.cells(compare)
+    assert {c.task for c in cells} == {"a", "b"}  # over a task's own value too
+    assert all(c.config.train.steps == 2 and c.config.eval.max_examples == 3 for c in cells)
+    assert all(c.config.train.batch_size == 4 for c in cells)  # the rest of the base as written
+    assert all(str(c.run_dir).startswith(str(tmp_path / "elsewhere" / "cells")) for c in cells)
+    with pytest.raises(UserError, match="--set seed=...: seed is set per cell by compare"):
+        load_compare(_compare_file(tmp_path, word_data), overrides=["seed=3"])
+
+
 @pytest.mark.e2e
 def test_compare_runs_resumes_and_reports(tmp_path, word_data, monkeypatch):
     path = _compare_file(tmp_path, word_data, not_applicable={"lens": "needs one vocabulary"})

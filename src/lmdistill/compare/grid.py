@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdistill.compare.schema import deep_merge
-from lmdistill.config import TeacherCacheConfig, build_config
+from lmdistill.config import TeacherCacheConfig, apply_overrides, build_config
 from lmdistill.errors import UserError
 from lmdistill.features.registry import get_selector
 
@@ -37,6 +37,7 @@ def task_config(compare, task, method, seed):
     data = deep_merge(deep_merge(compare.base, compare.tasks[task]), overrides)
     data.update(seed=seed, run_dir=str(root / "cells" / task / method / f"seed{seed}"), objectives=objectives)
     try:
+        data = apply_overrides(data, compare._overrides)  # compare --set: over the task's and method's values too
         config = build_config(data)
         # (a method with an objective the cache cannot serve, e.g. attention, or trained on responses other than the
         # task's references, runs the teacher online)

@@ -140,9 +140,9 @@ def cell_row(cell):
     return row, curves
 
 
-def run_compare(path, quick=False, report_only=False, online=False, log=print):
+def run_compare(path, quick=False, report_only=False, online=False, log=print, overrides=(), run_dir=None):
     started = time.time()
-    compare = load_compare(path, quick)
+    compare = load_compare(path, quick, overrides, run_dir)
     if online and compare.teacher != "online":
         compare.teacher = "online"
         compare.run_dir = compare.run_dir.rstrip("/") + "-online"  # the cached grid's results stay as they are

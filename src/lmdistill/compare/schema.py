@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from lmdistill.config import CacheSettings, Strict
 from lmdistill.config_keys import check_keys, one_line, read_yaml
@@ -46,6 +46,7 @@ class CompareConfig(Strict):
                                                 "(exact; slower)")
     cache: CacheSettings = CacheSettings()
     quick: Quick | None = None
+    _overrides: list[str] = PrivateAttr(default_factory=list)  # --set: applied to every cell's config, last
 
     @model_validator(mode="after")
     def _names(self):
@@ -93,8 +94,10 @@ def deep_merge(base, over):
     return out
 
 
-def load_compare(path, quick=False):
-    """The validated compare config, with --quick applied (its own run_dir: RUN_DIR-quick)."""
+def load_compare(path, quick=False, overrides=(), run_dir=None):
+    """The validated compare config, with --quick applied (its own run_dir: RUN_DIR-quick), `overrides`
+    (section.key=value, as train's --set) to apply to every cell's config after its task and method, and `run_dir`
+    replacing the grid's."""
     data = read_yaml(path)
     check_keys(CompareConfig, data)
     try:
@@ -118,4 +121,11 @@ def load_compare(path, quick=False):
         config.run_dir = config.run_dir.rstrip("/") + "-quick"
         if config.baseline_method not in config.methods:
             raise UserError(f"quick: the baseline '{config.baseline_method}' must be among quick.methods")
+    for item in overrides:
+        key = item.split("=", 1)[0].split(".")[0].strip()
+        if key in PER_CELL:
+            raise UserError(f"--set {key}=...: {key} is set per cell by compare; set it in the compare file")
+    config._overrides = list(overrides)
+    if run_dir is not None:
+        config.run_dir = str(run_dir)
     return config

@@ -1,0 +1,145 @@
+"""Every result the README states, made again at the current commit: each benchmark script and compare file in turn,
+each writing its results folder with its provenance (commit, clean tree or not, versions, machine, command, date).
+
+    python benchmarks/results.py            # all of them (`make results`): the hours below, about 50 on 2 cores
+    python benchmarks/results.py --quick    # each at a tiny budget into benchmarks/results-quick/ (`make results-quick`)
+    python benchmarks/results.py --list     # what runs, in order, with its command and estimated time
+    python benchmarks/results.py --only methods survey
+
+The full run replaces the committed results folders; compare grids resume (finished cells are kept), so an
+interrupted `make results` continues where it stopped. `--quick` checks that every entry still runs end to end: its
+numbers say nothing (10-30 steps, a few examples) and it never writes into benchmarks/results/. The estimates are the
+last measured runs on the 2-core machine (each results folder records its own times).
+"""
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv/bin/python")
+BENCH_PY = str(ROOT / ".venv-bench/bin/python")  # lmdistill + TRL (make bench-env), for step.py
+QUICK = "benchmarks/results-quick"
+TINY = ["--set", "train.steps=10", "--set", "train.eval_every=0", "--set", "data.max_train_examples=80",
+        "--set", "eval.max_examples=8"]  # a grid's quick cells at a budget that only checks that they run
+RAW_GEMMA = ["--set", "teacher.model=gemma3-270m"]  # quick: the raw teacher, not the fine-tuned one (not made)
+EMAIL = ["--set", "data.builtin=email-subject", "--set", "data.max_length=384", "--set", "data.max_train_examples=480",
+         "--set", "train.steps=60"]
+
+
+@dataclass
+class Entry:
+    name: str
+    full: list          # the command that makes the committed results
+    hours: float        # its last measured time on 2 cores (or, for a grid not run yet, its sizing)
+    quick: list | None  # a tiny version writing under benchmarks/results-quick/; None: the full one is already small
+
+
+def lmdistill(*args):
+    return [PY, "-m", "lmdistill", *args]
+
+
+def compare(file, name, hours, quick_extra=()):
+    full = lmdistill("compare", f"benchmarks/{file}")
+    return Entry(name, full, hours, full + ["--quick", "--run-dir", f"{QUICK}/{name}", *TINY, *quick_extra])
+
+
+def script(file, args, hours, quick_args, python=PY):
+    return Entry(file + "".join(f" {a}" for a in args), [python, f"benchmarks/{file}.py", *args], hours,
+                 None if quick_args is None else [python, f"benchmarks/{file}.py", *quick_args])
+
+
+def teacher(run_dir, hours, extra=()):
+    """Gemma-3-270m fine-tuned on the task: the teacher of the cross-tokenizer grids (runs/, not committed)."""
+    full = lmdistill("train", "benchmarks/crosstok-teacher.yaml", "--set", f"run_dir={run_dir}", *extra, "--overwrite")
+    quick = lmdistill("train", "benchmarks/crosstok-teacher.yaml", "--set", f"run_dir={QUICK}/{Path(run_dir).name}",
+                      *extra, "--set", "train.steps=3", "--set", "train.save_every=0", "--set", "eval.max_examples=4",
+                      "--overwrite")
+    return Entry(f"teacher {Path(run_dir).name}", full, hours, quick)
+
+
+ENTRIES = [
+    compare("methods.yaml", "methods", 6.0),
+    Entry("methods --quick", lmdistill("compare", "benchmarks/methods.yaml", "--quick"), 0.8, None),
+    compare("survey.yaml", "survey", 3.0),
+    script("distillens", ["--steps", "300", "--seeds", "0", "1", "2"], 1.5,
+           ["--steps", "10", "--seeds", "0", "--eval-examples", "8", "--methods", "kd-fkl", "distillens",
+            "--out", f"{QUICK}/distillens"]),
+    script("feature_selectors", ["--steps", "150", "--seeds", "0", "1", "2"], 1.0,
+           ["--steps", "10", "--seeds", "0", "--eval-examples", "8", "--methods", "sft", "flexkd",
+            "--out", f"{QUICK}/feature_selectors"]),
+    script("feature_selectors", ["--steps", "300", "--seeds", "0", "1", "2", "--out",
+                                 "benchmarks/results/feature_selectors_300"], 2.0, None),
+    script("pruned_importance", ["--steps", "150", "--seeds", "0", "1", "2"], 1.0,
+           ["--steps", "5", "--seeds", "0", "--eval-examples", "8", "--out", f"{QUICK}/pruned_importance"]),
+    script("lens_quality", [], 0.1, ["--examples", "8", "--out", f"{QUICK}/lens_quality"]),
+    script("lens_memory", ["--repeats", "2", "--chunk-sizes", "64", "128"], 0.2,
+           ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"]),
+    script("selection_memory", [], 0.3, ["--tasks", "define-word", "--out", f"{QUICK}/selection_memory"]),
+    script("cache_fidelity", [], 0.3, ["--examples", "16", "--top-k", "16", "--out", f"{QUICK}/cache_fidelity"]),
+    script("sharding_memory", [], 0.2, ["--steps", "2", "--out", f"{QUICK}/sharding"]),
+    script("step", [], 0.6, None, python=BENCH_PY),
+    script("step", ["--pair", "tiny"], 0.1, ["--pair", "tiny", "--repeats", "2", "--warmup", "1", "--no-memory",
+                                             "--out", f"{QUICK}/step-tiny.md"], python=BENCH_PY),
+    script("step", ["--pair", "gemma-smollm2"], 0.5, None, python=BENCH_PY),
+    script("step", ["--pair", "onpolicy"], 0.3, None, python=BENCH_PY),
+    teacher("runs/teachers/gemma3-270m-define-word-6000", 1.5),
+    compare("crosstok.yaml", "crosstok", 3.5, RAW_GEMMA),
+    compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, RAW_GEMMA),
+    teacher("runs/teachers/gemma3-270m-email-subject", 0.5, EMAIL),
+    compare("crosstok-email.yaml", "crosstok-email", 1.5, RAW_GEMMA),
+    compare("onpolicy.yaml", "onpolicy", 4.3),
+    compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8),
+    compare("onpolicy-email.yaml", "onpolicy-email", 0.8),
+    compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6),
+    compare("pretrained-cut.yaml", "pretrained-cut", 6.0),
+    compare("pretrained-cross.yaml", "pretrained-cross", 7.0, RAW_GEMMA),
+]
+
+
+def hours_text(h):
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def run(entries, quick, log=print):
+    """Run each entry's full (or quick) command from the repository root, in order; returns the names that failed."""
+    chosen = [(e, e.quick if quick else e.full) for e in entries if not (quick and e.quick is None)]
+    estimate = sum(e.hours for e, _ in chosen) if not quick else None
+    started, failed = time.time(), []
+    for i, (entry, command) in enumerate(chosen, 1):
+        elapsed = time.time() - started
+        left = f", about {hours_text(max(estimate - elapsed / 3600, 0))} left" if estimate else ""
+        log(f"[{i}/{len(chosen)}] {entry.name}: {' '.join(command[1:])} ({hours_text(elapsed / 3600)} so far{left})")
+        if subprocess.run(command, cwd=ROOT).returncode != 0:
+            failed.append(entry.name)
+            log(f"[{i}/{len(chosen)}] {entry.name} FAILED; going on with the next")
+    log(f"done in {hours_text((time.time() - started) / 3600)}: {len(chosen) - len(failed)} of {len(chosen)} ran"
+        + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return failed
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="every entry at a tiny budget, into " + QUICK)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="only these entries (names as --list shows them)")
+    p.add_argument("--list", action="store_true", help="print the entries and their commands, run nothing")
+    args = p.parse_args(argv)
+    entries = ENTRIES
+    if args.only:
+        unknown = sorted(set(args.only) - {e.name for e in ENTRIES})
+        if unknown:
+            p.error(f"unknown entries {unknown}; --list shows them")
+        entries = [e for e in ENTRIES if e.name in args.only]
+    if args.list:
+        for e in entries:
+            quick = " ".join(e.quick[1:]) if e.quick else "(not in --quick: already small, or made by another)"
+            print(f"{e.name} ({hours_text(e.hours)})\n  full:  {' '.join(e.full[1:])}\n  quick: {quick}")
+        print(f"total: {hours_text(sum(e.hours for e in entries))} on 2 cores")
+        return 0
+    return 1 if run(entries, args.quick) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""benchmarks/results.py (`make results`): every entry names a script or compare file that exists, and every quick
+grid builds its cells with the tiny budget it adds, into benchmarks/results-quick/ only."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import results  # noqa: E402
+
+
+def _option_values(command, option):
+    return [command[i + 1] for i, arg in enumerate(command) if arg == option]
+
+
+@pytest.mark.parametrize("entry", results.ENTRIES, ids=lambda e: e.name)
+def test_every_entry_runs_a_file_that_exists_and_its_quick_version_writes_apart(entry):
+    for command in filter(None, (entry.full, entry.quick)):
+        files = [arg for arg in command if arg.startswith("benchmarks/") and arg.endswith((".py", ".yaml"))]
+        assert files and all((ROOT / f).is_file() for f in files), command
+    if entry.quick is None:
+        return
+    outputs = _option_values(entry.quick, "--out") + _option_values(entry.quick, "--run-dir") + [
+        v.split("=", 1)[1] for v in _option_values(entry.quick, "--set") if v.startswith("run_dir=")]
+    assert outputs and all(o.startswith(results.QUICK + "/") for o in outputs), entry.quick
+
+
+@pytest.mark.parametrize("entry", [e for e in results.ENTRIES if e.quick and "compare" in e.quick],
+                         ids=lambda e: e.name)
+def test_every_quick_grid_builds_its_cells_at_the_tiny_budget(entry):
+    from lmdistill.compare.grid import cells
+    from lmdistill.compare.schema import load_compare
+    command = entry.quick
+    compare = load_compare(ROOT / command[command.index("compare") + 1], quick="--quick" in command,
+                           overrides=_option_values(command, "--set"), run_dir=_option_values(command, "--run-dir")[0])
+    compare.teacher = "online"  # (whether the cache serves a cell needs the models)
+    built = cells(compare)
+    assert built and all(c.config.train.steps == 10 and c.config.eval.max_examples == 8 for c in built)
+    assert len(built) <= 6  # a few cells: the quick run checks that each grid runs, nothing more
+
+
+def test_list_and_a_mistyped_name(capsys):
+    assert results.main(["--list"]) == 0
+    assert "total:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        results.main(["--only", "methodz"])
+    assert e.value.code == 2
