@@ -23,7 +23,7 @@ from common import header, provenance, write_provenance
 from lmdistill.build import ObjectiveContext, build_parts
 from lmdistill.config import CacheSettings, Config, load_config
 from lmdistill.data import collate
-from lmdistill.teachers import OnlineTeacher, ResponseLM, response_positions
+from lmdistill.teachers import OnlineTeacher, Request, ResponseLM, response_positions
 from lmdistill.teachers.cache import load_or_build
 from lmdistill.teachers.cached import CachedTeacher
 from lmdistill.models import load_model
@@ -76,7 +76,7 @@ def main():
     reference = {name: loss_and_grad(o, student, online, batches) for name, o in objectives.items()}
     settings = cache_settings(args.top_k)
     columns, passes = compare_caches(parts, settings, objectives, layers, student, batches, reference, out)
-    passes["online"] = pass_seconds(lambda: [online(b, layers) for b in batches])
+    passes["online"] = pass_seconds(lambda: [online(b, Request(hidden=tuple(layers))) for b in batches])
     timing = {label: statistics.median(t) / len(batches) for label, t in passes.items()}
     report = report_text(record, student_note, batches, list(settings), columns, timing)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def compare_caches(parts, settings, objectives, layers, student, batches, refere
             columns[label][name] = (abs(value - ref_value) / abs(ref_value),
                                     (grad @ ref_grad / (grad.norm() * ref_grad.norm())).item(),
                                     ((grad - ref_grad).norm() / ref_grad.norm()).item())
-        passes[label] = pass_seconds(lambda: [cached(b, layers) for b in batches])
+        passes[label] = pass_seconds(lambda: [cached(b, Request(hidden=tuple(layers))) for b in batches])
     return columns, passes
 
 

@@ -79,7 +79,7 @@ ENTRIES = [
            ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"]),
     script("selection_memory", [], 0.3, ["--tasks", "define-word", "--out", f"{QUICK}/selection_memory"]),
     script("cache_fidelity", [], 0.3, ["--examples", "16", "--top-k", "16", "--out", f"{QUICK}/cache_fidelity"]),
-    script("sharding_memory", [], 0.2, ["--steps", "2", "--out", f"{QUICK}/sharding"]),
+    script("sharding_memory", [], 0.2, ["--steps", "3", "--out", f"{QUICK}/sharding"]),
     script("step", [], 0.6, None, python=BENCH_PY),
     script("step", ["--pair", "tiny"], 0.1, ["--pair", "tiny", "--repeats", "2", "--warmup", "1", "--no-memory",
                                              "--out", f"{QUICK}/step-tiny.md"], python=BENCH_PY),

@@ -114,10 +114,12 @@ def report(rows, record, steps):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=12, help="at least 3: the step time is the median after 2 warm-up steps")
     p.add_argument("--out", default="benchmarks/results/sharding")
     p.add_argument("--one", choices=["none", "fsdp"], help=argparse.SUPPRESS)  # under torchrun
     args = p.parse_args()
+    if args.steps < 3:
+        p.error(f"--steps {args.steps}: at least 3 (the step time is the median after 2 warm-up steps)")
     if args.one:
         measure(args.one, args.steps)
         return
