@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lmdistill.features import metrics, selectors
+from lmdistill.features.registry import seed_of
 from lmdistill.objectives.feature import FeatureKD, FeatureParams
 from lmdistill.teachers import ModelOutputs
 from features.test_feature_metrics import (metric_terms_and_size, ref_cka, ref_cosine, ref_cross, ref_infonce, ref_mse,
@@ -50,7 +51,7 @@ def aligned(objective, student, teacher):
         if kind == "projection":
             s_feat = torch.nn.functional.linear(s_feat, objective.projections[i].weight)
         elif kind == "random":
-            t_feat = t_feat[..., selectors.random_coordinates(D_T, D_S, p.seed).indices]
+            t_feat = t_feat[..., selectors.random_coordinates(D_T, D_S, seed_of(p)).indices]
         elif kind != "none":
             t_feat = objective.selections[t].apply(t_feat)
         out.append((s_feat, t_feat))

@@ -43,6 +43,11 @@ def which(test):
     return " or ".join(filter(None, [", ".join(chosen[:-1]), chosen[-1]])) if chosen else "no selector"
 
 
+def seed_of(params):
+    """The selector's seed: a Config fills an unset one with the run's seed; objectives built without a Config get 0."""
+    return 0 if params.seed is None else params.seed
+
+
 class Selector:
     """A selector's declaration, and its `select` for one layer. Instances hold the objective's FeatureParams."""
     name: ClassVar[str]
@@ -120,7 +125,7 @@ class Random(Selector):
     selects = True
 
     def select(self, k, d_teacher, grads=None, acts=None):
-        return selectors.random_coordinates(d_teacher, k, self.params.seed)
+        return selectors.random_coordinates(d_teacher, k, seed_of(self.params))
 
 
 @register
@@ -132,7 +137,7 @@ class Projection(Selector):
 
     def projections(self, pairs, d_student, d_teacher):
         with torch.random.fork_rng():  # seed the projector without moving the global RNG
-            torch.manual_seed(self.params.seed)
+            torch.manual_seed(seed_of(self.params))
             return torch.nn.ModuleList(torch.nn.Linear(d_student, d_teacher, bias=False) for _ in pairs)
 
 
