@@ -126,7 +126,8 @@ def add_other_commands(sub):
     c.add_argument("--report-only", action="store_true", help="write the report from the finished cells, train nothing")
     c.add_argument("--online", action="store_true", help="run the teacher online in every cell (exact, slower), into RUN_DIR-online")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value of every cell's base config, e.g. --set train.steps=20 (repeatable)")
+                   help="override a value of every cell's config, after its task's and method's, e.g. --set "
+                        "train.steps=20 (repeatable)")
     c.add_argument("--run-dir", help="write the grid here instead of the compare file's run_dir")
     c.set_defaults(func=cmd_compare)
 

@@ -57,11 +57,13 @@ def response_positions(labels):
 
 def lm_head_logits(model, hidden):
     """The model's own LM head on hidden states, with its output soft-capping if it has one (Gemma 2)."""
-    logits = model.get_output_embeddings()(hidden)
+    return softcapped(model, model.get_output_embeddings()(hidden))
+
+
+def softcapped(model, logits):
+    """The model's output soft-capping applied to its logits, when its config has one."""
     cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 # Where Hugging Face models keep the norm applied after the last decoder layer (Llama/Qwen/Mistral/Gemma: norm;
@@ -99,9 +101,7 @@ def output_head(model, vocab_size):
         return Head(lambda hidden: lm_head_logits(model, hidden)[:, :vocab_size],
                     tuple(p for p in head.parameters() if p.requires_grad))
     weight, bias = gathered(head.weight), None if head.bias is None else gathered(head.bias)
-    cap = getattr(model.config, "final_logit_softcapping", None)
 
     def logits(hidden):
-        z = F.linear(hidden, weight[:vocab_size], None if bias is None else bias[:vocab_size])
-        return torch.tanh(z / cap) * cap if cap else z
+        return softcapped(model, F.linear(hidden, weight[:vocab_size], None if bias is None else bias[:vocab_size]))
     return Head(logits, tuple(p for p in (weight, bias) if p is not None and p.requires_grad))

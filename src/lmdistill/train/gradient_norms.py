@@ -3,6 +3,8 @@ parameters every objective reaches, on the step's first global micro-batch (ever
 together), so its weights equal one process's with the same global batch."""
 import torch
 
+from lmdistill.train.sharding import square_sum
+
 
 def objective_gradient_norms(trainer, step, batch):
     """(gradient norm per objective, loss per objective); None for an objective its schedule switches off."""
@@ -47,12 +49,5 @@ def _sharded_norms(losses, params, model, num_processes):
         for p in params:
             p.grad = None
     shared = _shared(shards, len(params))
-    norms = []
-    for g in shards:
-        if g is None:
-            norms.append(None)
-            continue
-        square = sum((g[j].double().pow(2).sum() for j in shared if g[j] is not None), torch.zeros((), dtype=torch.float64))
-        torch.distributed.all_reduce(square)
-        norms.append(square.sqrt().item())
-    return norms
+    return [None if g is None else square_sum([g[j] for j in shared if g[j] is not None]).sqrt().item()
+            for g in shards]

@@ -11,10 +11,6 @@ from contextlib import contextmanager
 import torch
 from lmdistill.errors import UserError
 
-# What a run under fsdp cannot do yet, each refused before anything is written: (is it asked?, what to change).
-NOT_YET = []
-
-
 def check_sharding(config, num_processes):
     """Bad sharding input, refused before the run writes anything."""
     if config.train.sharding != "fsdp":
@@ -23,10 +19,6 @@ def check_sharding(config, num_processes):
         raise UserError("train.sharding: fsdp shards the models across processes, but this run has 1; launch it with "
                         "`accelerate launch --num_processes N` or `torchrun --nproc_per_node N`, or set "
                         "train.sharding: none")
-    for asked, instead in NOT_YET:
-        if asked(config):
-            raise UserError(f"train.sharding: fsdp does not support this run's settings yet; use {instead}, or set "
-                            f"train.sharding: none")
 
 
 def decoder_layers(lm):
@@ -151,17 +143,22 @@ def full_state_dict(module):
     return {k: v for k, v in full.items() if k in keep}
 
 
+def square_sum(local_shards):
+    """The sum of squares, in float64, of the tensors whose shards these are, over every process (collective)."""
+    square = torch.zeros((), dtype=torch.float64)
+    for g in local_shards:
+        square += g.double().pow(2).sum()
+    torch.distributed.all_reduce(square)
+    return square
+
+
 def grad_norm_and_clip(params, max_norm):
     """The global gradient norm of sharded (DTensor) and replicated parameters together, clipped to max_norm;
     returns the norm before clipping. Replicated gradients are already averaged, so they count once."""
     from torch.distributed.tensor import DTensor
     grads = [p.grad for p in params if p.grad is not None]
     sharded = [g.to_local() for g in grads if isinstance(g, DTensor)]
-    square = torch.zeros((), dtype=torch.float64)
-    for g in sharded:
-        square += g.double().pow(2).sum()
-    if sharded:
-        torch.distributed.all_reduce(square)
+    square = square_sum(sharded) if sharded else torch.zeros((), dtype=torch.float64)
     for g in grads:
         if not isinstance(g, DTensor):
             square += g.double().pow(2).sum()
