@@ -54,7 +54,7 @@ results: bench-env $(BIN)/.gemma
 	$(BIN)/python benchmarks/results.py
 
 results-quick: bench-env $(BIN)/.gemma
-	$(BIN)/python benchmarks/results.py --quick
+	$(BIN)/python benchmarks/results.py --quick --jobs 2
 
 clean:
 	rm -rf $(VENV) .venv-bench runs

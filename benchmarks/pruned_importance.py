@@ -20,15 +20,16 @@ from lmdistill.run import train
 IMPORTANCES = ("activation", "flexkd", "functional")
 
 
-def overrides(importance, seed, steps, out, eval_examples):
+def overrides(importance, seed, steps, out, args):
     return [f"run_dir={out}", f"seed={seed}", "student.spec=null",
-            f"student.from_teacher={{layers: 8, importance: {importance}, calibration_examples: 256}}",
-            "objectives=sft", f"train.steps={steps}", "train.eval_every=0", f"eval.max_examples={eval_examples}",
+            f"student.from_teacher={{layers: 8, importance: {importance}, "
+            f"calibration_examples: {args.calibration_examples}}}",
+            "objectives=sft", f"train.steps={steps}", "train.eval_every=0", f"eval.max_examples={args.eval_examples}",
             "eval.generate=false", "eval.split=dev"]
 
 
 def before_training(importance, args):
-    config = load_config("configs/demo.yaml", overrides(importance, 0, 1, "unused", args.eval_examples))
+    config = load_config("configs/demo.yaml", overrides(importance, 0, 1, "unused", args))
     started = time.time()
     parts = build_parts(config, splits=("train", "dev"), log=lambda *_: None)
     seconds = time.time() - started
@@ -41,7 +42,7 @@ def before_training(importance, args):
 
 def run(importance, seed, args):
     out = Path(args.out) / "runs" / f"{importance}-seed{seed}"
-    config = load_config("configs/demo.yaml", overrides(importance, seed, args.steps, out, args.eval_examples))
+    config = load_config("configs/demo.yaml", overrides(importance, seed, args.steps, out, args))
     started = time.time()
     result = train(config, overwrite=True, log=lambda *_: None)
     row, git = result["metrics"]["student"], result["provenance"]["git"]
@@ -64,6 +65,7 @@ def table(starts, rows, seeds):
 
 def main():
     p = grid_parser(__doc__, steps=200, out="benchmarks/results/pruned_importance")
+    p.add_argument("--calibration-examples", type=int, default=256, help="examples that score the teacher's dims")
     args = p.parse_args()
     record = provenance(args.out)
     starts = [before_training(name, args) for name in IMPORTANCES]
@@ -79,10 +81,10 @@ def main():
     write_provenance(out / "provenance.json", record)
     report = (header("Cutting a student from the teacher: which directions to keep", record) +
               f"Student: layers [0, 4, 8, 12, 17, 21, 25, 29] of SmolLM2-135M-Instruct, 252 of 576 residual dims "
-              f"(student.from_teacher, 256 calibration examples); trained with CE alone (objectives: sft), "
-              f"{args.steps} steps x batch 8 at configs/demo.yaml's lr, define-word; metrics on {args.eval_examples} "
-              f"dev examples (teacher-forced, nats per response token); seeds {args.seeds}. `functional` rotates the "
-              f"residual stream, which folds the final norm into an untied lm_head: more parameters. Per-seed numbers: "
+              f"(student.from_teacher, {args.calibration_examples} calibration examples); trained with CE alone "
+              f"(objectives: sft), {args.steps} steps x batch 8 at configs/demo.yaml's lr, define-word; metrics on "
+              f"{args.eval_examples} dev examples (teacher-forced, nats per response token); seeds {args.seeds}. "
+              f"`functional` rotates the residual stream, which folds the final norm into an untied lm_head: more parameters. Per-seed numbers: "
               f"rows.json; {cells_code(rows)}.\n\n"
               + table(starts, rows, args.seeds) + "\n")
     (out / "README.md").write_text(report)

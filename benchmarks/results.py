@@ -2,19 +2,25 @@
 each writing its results folder with its provenance (commit, clean tree or not, versions, machine, command, date).
 
     python benchmarks/results.py            # all of them (`make results`): the hours below, about 50 on 2 cores
-    python benchmarks/results.py --quick    # each at a tiny budget into benchmarks/results-quick/ (`make results-quick`)
+    python benchmarks/results.py --quick    # each at a tiny budget into benchmarks/results-quick/
+    python benchmarks/results.py --quick --jobs 2   # two entries at a time (`make results-quick`)
     python benchmarks/results.py --list     # what runs, in order, with its command and estimated time
     python benchmarks/results.py --only methods survey
 
 The full run replaces the committed results folders; compare grids resume (finished cells are kept), so an
 interrupted `make results` continues where it stopped. `--quick` checks that every entry still runs end to end: its
-numbers say nothing (10-30 steps, a few examples) and it never writes into benchmarks/results/. The estimates are the
-last measured runs on the 2-core machine (each results folder records its own times).
+numbers say nothing (10-30 steps, a few examples) and it never writes into benchmarks/results/. With --jobs N, N
+quick entries run side by side, each on its share of the cores, its output in benchmarks/results-quick/logs/ (the full
+run is one at a time: its timing benchmarks would measure each other). The estimates are the last measured runs on the
+2-core machine (each results folder records its own times).
 """
 import argparse
+import os
+import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +79,8 @@ ENTRIES = [
     script("feature_selectors", ["--steps", "300", "--seeds", "0", "1", "2", "--out",
                                  "benchmarks/results/feature_selectors_300"], 2.0, None),
     script("pruned_importance", ["--steps", "150", "--seeds", "0", "1", "2"], 1.0,
-           ["--steps", "5", "--seeds", "0", "--eval-examples", "8", "--out", f"{QUICK}/pruned_importance"]),
+           ["--steps", "5", "--seeds", "0", "--eval-examples", "8", "--calibration-examples", "16",
+            "--out", f"{QUICK}/pruned_importance"]),
     script("lens_quality", [], 0.1, ["--examples", "8", "--out", f"{QUICK}/lens_quality"]),
     script("lens_memory", ["--repeats", "2", "--chunk-sizes", "64", "128"], 0.2,
            ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"]),
@@ -100,24 +107,50 @@ ENTRIES = [
 
 
 def hours_text(h):
-    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+    return f"{h * 3600:.0f} s" if h < 100 / 3600 else f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
-def run(entries, quick, log=print):
-    """Run each entry's full (or quick) command from the repository root, in order; returns the names that failed."""
+def run(entries, quick, jobs=1, log=print):
+    """Run each entry's full (or quick) command from the repository root, in order (jobs at a time); returns the
+    names that failed."""
     chosen = [(e, e.quick if quick else e.full) for e in entries if not (quick and e.quick is None)]
     estimate = sum(e.hours for e, _ in chosen) if not quick else None
     started, failed = time.time(), []
-    for i, (entry, command) in enumerate(chosen, 1):
+
+    def one(i, entry, command):
         elapsed = time.time() - started
         left = f", about {hours_text(max(estimate - elapsed / 3600, 0))} left" if estimate else ""
         log(f"[{i}/{len(chosen)}] {entry.name}: {' '.join(command[1:])} ({hours_text(elapsed / 3600)} so far{left})")
-        if subprocess.run(command, cwd=ROOT).returncode != 0:
+        began = time.time()
+        code = run_entry(entry, command, jobs)
+        if code != 0:
             failed.append(entry.name)
-            log(f"[{i}/{len(chosen)}] {entry.name} FAILED; going on with the next")
+        took = hours_text((time.time() - began) / 3600)
+        log(f"[{i}/{len(chosen)}] {entry.name}: {'FAILED' if code else 'done'} in {took}"
+            + (f", see {log_path(entry)}" if jobs > 1 else "") + ("; going on with the next" if code else ""))
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda item: one(item[0], *item[1]), enumerate(chosen, 1)))
     log(f"done in {hours_text((time.time() - started) / 3600)}: {len(chosen) - len(failed)} of {len(chosen)} ran"
         + (f"; failed: {', '.join(failed)}" if failed else ""))
     return failed
+
+
+def log_path(entry):
+    return ROOT / QUICK / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", entry.name).strip("_") + ".log")
+
+
+def run_entry(entry, command, jobs):
+    """One entry's command; with jobs > 1 its output goes to its log file and it gets its share of the cores
+    (unless OMP_NUM_THREADS is set)."""
+    if jobs == 1:
+        return subprocess.run(command, cwd=ROOT).returncode
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    path = log_path(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as out:
+        return subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
 
 
 def main(argv=None):
@@ -125,7 +158,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="every entry at a tiny budget, into " + QUICK)
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these entries (names as --list shows them)")
     p.add_argument("--list", action="store_true", help="print the entries and their commands, run nothing")
+    p.add_argument("--jobs", type=int, default=1, help="with --quick: run this many entries at a time")
     args = p.parse_args(argv)
+    if args.jobs < 1 or (args.jobs > 1 and not args.quick):
+        p.error("--jobs takes a count of 1 or more, and above 1 only with --quick (the full run's timing "
+                "benchmarks would measure each other); drop --jobs or add --quick")
     entries = ENTRIES
     if args.only:
         unknown = sorted(set(args.only) - {e.name for e in ENTRIES})
@@ -138,7 +175,7 @@ def main(argv=None):
             print(f"{e.name} ({hours_text(e.hours)})\n  full:  {' '.join(e.full[1:])}\n  quick: {quick}")
         print(f"total: {hours_text(sum(e.hours for e in entries))} on 2 cores")
         return 0
-    return 1 if run(entries, args.quick) else 0
+    return 1 if run(entries, args.quick, args.jobs) else 0
 
 
 if __name__ == "__main__":

@@ -46,3 +46,19 @@ def test_list_and_a_mistyped_name(capsys):
     with pytest.raises(SystemExit) as e:
         results.main(["--only", "methodz"])
     assert e.value.code == 2
+
+
+def test_jobs_run_side_by_side_with_a_log_each_and_only_in_the_quick_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    say = "import os, sys; print('threads', os.environ['OMP_NUM_THREADS']); sys.exit({})"
+    entries = [results.Entry(f"job {i}", None, 0.0, [sys.executable, "-c", say.format(int(i == 2))]) for i in range(3)]
+    lines = []
+    assert results.run(entries, quick=True, jobs=2, log=lines.append) == ["job 2"]
+    for i in range(3):
+        text = (tmp_path / results.QUICK / "logs" / f"job_{i}.log").read_text()
+        assert text.startswith("threads ") and int(text.split()[1]) >= 1
+    assert any("job 2: FAILED" in line for line in lines) and "2 of 3 ran; failed: job 2" in lines[-1]
+    with pytest.raises(SystemExit) as e:
+        results.main(["--jobs", "2"])
+    assert e.value.code == 2 and "--jobs" in capsys.readouterr().err
