@@ -100,6 +100,19 @@ def test_holm_verdicts_in_the_comparisons_table():
     assert lines[2].endswith("| not resolved |")
 
 
+def test_a_metric_missing_from_some_cells_is_paired_over_the_seeds_that_have_it():
+    # gen_bpb is left out of a cell whose generations were all empty (a collapsed on-policy student)
+    rows = [{"method": m, "seed": s, "ce": 6.0 + s + (m == "x") * 0.1} for m in ("kd", "x", "empty") for s in range(3)]
+    for r in rows:
+        if r["method"] != "empty" and not (r["method"] == "x" and r["seed"] == 2):
+            r["gen_bpb"] = 0.5 + r["seed"] / 10 + (r["method"] == "x") * 0.2
+    table = task_table(rows, ["kd", "x", "empty"], "kd").splitlines()
+    assert "+0.200 [" in table[3] and "(2/2 lower)" not in table[3]  # x − kd on gen_bpb: seeds 0 and 1 only
+    assert table[4].count("| - |") >= 2  # empty: no gen_bpb, so no mean and no difference
+    pairs = comparisons_table(rows, [("x", "kd"), ("empty", "kd")], primary="gen_bpb").splitlines()
+    assert "(0/2 lower)" in pairs[2] and "Holm p (1 comparisons)" in pairs[0]
+    assert pairs[3].endswith("| - | - | (not measured) |")
+
 def test_cells_from_several_machines_are_flagged():
     rows = [{"machine": "A"}, {"machine": "B"}, {"machine": "A"}, {}]
     line = machines_line(rows)

@@ -22,10 +22,19 @@ def signed(x, fmt="{:.3f}"):
 
 
 def difference_text(d):
+    if d is None:
+        return "-"
     if d["interval"] is None:
         return f"{signed(d['mean'])} (1 seed)"
     lo, hi = d["interval"]
     return f"{signed(d['mean'])} [{signed(lo)}, {signed(hi)}] ({d['lower_in']}/{d['n']} lower)"
+
+
+def paired_on(by, method, reference, key, seeds):
+    """The paired difference method - reference on key over the seeds where both rows have it (a generation metric
+    is missing when every generated text was empty); None when there are none."""
+    seeds = [s for s in seeds if key in by[(method, s)] and key in by[(reference, s)]]
+    return paired([by[(method, s)][key] for s in seeds], [by[(reference, s)][key] for s in seeds]) if seeds else None
 
 
 def task_table(rows, methods, baseline):
@@ -45,12 +54,11 @@ def task_table(rows, methods, baseline):
             values = [r[key] for r in mine if key in r]
             cells.append(mean_std_text(values, fmt) if values else "-")
         for key, _ in differences:
-            seeds = [r["seed"] for r in mine if (baseline, r["seed"]) in by and key in r]
-            if method == baseline or not seeds:
-                cells.append("(baseline)" if method == baseline else "-")
+            if method == baseline:
+                cells.append("(baseline)")
                 continue
-            cells.append(difference_text(paired([by[(method, s)][key] for s in seeds],
-                                                [by[(baseline, s)][key] for s in seeds])))
+            seeds = [r["seed"] for r in mine if (baseline, r["seed"]) in by]
+            cells.append(difference_text(paired_on(by, method, baseline, key, seeds)))
         cells.append(f"{mean([r.get('train_seconds', 0) for r in mine]):.0f}")
         cells.append(f"{max(r.get('peak_rss_gib', 0) for r in mine):.2f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -66,11 +74,10 @@ def comparisons_table(rows, comparisons, primary="ce"):
     for method, reference in comparisons:
         seeds = sorted(s for m, s in by if m == method and (reference, s) in by)
         if seeds:
-            found.append((method, reference, {key: paired([by[(method, s)][key] for s in seeds],
-                                                          [by[(reference, s)][key] for s in seeds]) for key, _ in keys}))
+            found.append((method, reference, {key: paired_on(by, method, reference, key, seeds) for key, _ in keys}))
     if not found:
         return ""
-    tested = [d[primary] for *_, d in found if d[primary]["p"] is not None]
+    tested = [d[primary] for *_, d in found if d[primary] is not None and d[primary]["p"] is not None]
     for d, adjusted in zip(tested, holm([d["p"] for d in tested])):
         d["holm"] = adjusted
     lines = ["| comparison | " + " | ".join(f"{title} difference (95 % CI)" for _, title in keys)
@@ -84,6 +91,8 @@ def comparisons_table(rows, comparisons, primary="ce"):
 
 def holm_cells(d):
     """[p, Holm-adjusted p, verdict] of one comparison on the primary metric."""
+    if d is None:
+        return ["-", "-", "(not measured)"]
     if d["p"] is None:
         return ["-", "-", "(1 seed)"]
     verdict = ("first lower" if d["mean"] < 0 else "first higher") if d["holm"] <= 0.05 else "not resolved"
