@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv/bin/python")
 BENCH_PY = str(ROOT / ".venv-bench/bin/python")  # lmdistill + TRL (make bench-env), for step.py
 QUICK = "benchmarks/results-quick"
-TINY = ["--set", "train.steps=10", "--set", "train.eval_every=0", "--set", "data.max_train_examples=80",
-        "--set", "eval.max_examples=8"]  # a grid's quick cells at a budget that only checks that they run
+TINY = ["--set", "train.steps=5", "--set", "train.eval_every=0", "--set", "data.max_train_examples=40",
+        "--set", "eval.max_examples=4"]  # a grid's quick cells at a budget that only checks that they run
+# grids whose student is SmolLM2-135M (about 10 s a step on one core, 30 s on emails): 2 steps
+LARGE = ["--set", "train.steps=2", "--set", "data.max_train_examples=16"]
 RAW_GEMMA = ["--set", "teacher.model=gemma3-270m"]  # quick: the raw teacher, not the fine-tuned one (not made)
 EMAIL = ["--set", "data.builtin=email-subject", "--set", "data.max_length=384", "--set", "data.max_train_examples=480",
          "--set", "train.steps=60"]
@@ -41,20 +43,22 @@ class Entry:
     full: list          # the command that makes the committed results
     hours: float        # its last measured time on 2 cores (or, for a grid not run yet, its sizing)
     quick: list | None  # a tiny version writing under benchmarks/results-quick/; None: the full one is already small
+    quick_minutes: float = 1.0  # the quick version's last measured time (--jobs 2); the longest start first
 
 
 def lmdistill(*args):
     return [PY, "-m", "lmdistill", *args]
 
 
-def compare(file, name, hours, quick_extra=()):
+def compare(file, name, hours, quick_minutes, quick_extra=()):
     full = lmdistill("compare", f"benchmarks/{file}")
-    return Entry(name, full, hours, full + ["--quick", "--run-dir", f"{QUICK}/{name}", *TINY, *quick_extra])
+    return Entry(name, full, hours, full + ["--quick", "--run-dir", f"{QUICK}/{name}", *TINY, *quick_extra],
+                 quick_minutes)
 
 
-def script(file, args, hours, quick_args, python=PY):
+def script(file, args, hours, quick_args, quick_minutes=1.0, python=PY):
     return Entry(file + "".join(f" {a}" for a in args), [python, f"benchmarks/{file}.py", *args], hours,
-                 None if quick_args is None else [python, f"benchmarks/{file}.py", *quick_args])
+                 None if quick_args is None else [python, f"benchmarks/{file}.py", *quick_args], quick_minutes)
 
 
 def teacher(run_dir, hours, extra=()):
@@ -63,46 +67,47 @@ def teacher(run_dir, hours, extra=()):
     quick = lmdistill("train", "benchmarks/crosstok-teacher.yaml", "--set", f"run_dir={QUICK}/{Path(run_dir).name}",
                       *extra, "--set", "train.steps=3", "--set", "train.save_every=0", "--set", "eval.max_examples=4",
                       "--overwrite")
-    return Entry(f"teacher {Path(run_dir).name}", full, hours, quick)
+    return Entry(f"teacher {Path(run_dir).name}", full, hours, quick, 2.0)
 
 
 ENTRIES = [
-    compare("methods.yaml", "methods", 6.0),
+    compare("methods.yaml", "methods", 6.0, 6),
     Entry("methods --quick", lmdistill("compare", "benchmarks/methods.yaml", "--quick"), 0.8, None),
-    compare("survey.yaml", "survey", 3.0),
+    compare("survey.yaml", "survey", 3.0, 3),
     script("distillens", ["--steps", "300", "--seeds", "0", "1", "2"], 1.5,
            ["--steps", "10", "--seeds", "0", "--eval-examples", "8", "--methods", "kd-fkl", "distillens",
-            "--out", f"{QUICK}/distillens"]),
+            "--out", f"{QUICK}/distillens"], 2),
     script("feature_selectors", ["--steps", "150", "--seeds", "0", "1", "2"], 1.0,
            ["--steps", "10", "--seeds", "0", "--eval-examples", "8", "--methods", "sft", "flexkd",
-            "--out", f"{QUICK}/feature_selectors"]),
+            "--out", f"{QUICK}/feature_selectors"], 2),
     script("feature_selectors", ["--steps", "300", "--seeds", "0", "1", "2", "--out",
                                  "benchmarks/results/feature_selectors_300"], 2.0, None),
     script("pruned_importance", ["--steps", "150", "--seeds", "0", "1", "2"], 1.0,
            ["--steps", "5", "--seeds", "0", "--eval-examples", "8", "--calibration-examples", "16",
-            "--out", f"{QUICK}/pruned_importance"]),
-    script("lens_quality", [], 0.1, ["--examples", "8", "--out", f"{QUICK}/lens_quality"]),
+            "--out", f"{QUICK}/pruned_importance"], 2),
+    script("lens_quality", [], 0.1, ["--examples", "8", "--out", f"{QUICK}/lens_quality"], 0.3),
     script("lens_memory", ["--repeats", "2", "--chunk-sizes", "64", "128"], 0.2,
-           ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"]),
-    script("selection_memory", [], 0.3, ["--tasks", "define-word", "--out", f"{QUICK}/selection_memory"]),
-    script("cache_fidelity", [], 0.3, ["--examples", "16", "--top-k", "16", "--out", f"{QUICK}/cache_fidelity"]),
-    script("sharding_memory", [], 0.2, ["--steps", "3", "--out", f"{QUICK}/sharding"]),
+           ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"], 4),
+    script("selection_memory", [], 0.3, ["--tasks", "define-word", "--batchings", "examples:8",
+                                         "--out", f"{QUICK}/selection_memory"], 2),
+    script("cache_fidelity", [], 0.3, ["--examples", "8", "--top-k", "16", "--out", f"{QUICK}/cache_fidelity"], 4),
+    script("sharding_memory", [], 0.2, ["--steps", "3", "--out", f"{QUICK}/sharding"], 1.2),
     script("step", [], 0.6, None, python=BENCH_PY),
     script("step", ["--pair", "tiny"], 0.1, ["--pair", "tiny", "--repeats", "2", "--warmup", "1", "--no-memory",
-                                             "--out", f"{QUICK}/step-tiny.md"], python=BENCH_PY),
+                                             "--out", f"{QUICK}/step-tiny.md"], 0.7, python=BENCH_PY),
     script("step", ["--pair", "gemma-smollm2"], 0.5, None, python=BENCH_PY),
     script("step", ["--pair", "onpolicy"], 0.3, None, python=BENCH_PY),
     teacher("runs/teachers/gemma3-270m-define-word-6000", 1.5),
-    compare("crosstok.yaml", "crosstok", 3.5, RAW_GEMMA),
-    compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, RAW_GEMMA),
+    compare("crosstok.yaml", "crosstok", 3.5, 7, RAW_GEMMA + LARGE),
+    compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, 4, RAW_GEMMA),
     teacher("runs/teachers/gemma3-270m-email-subject", 0.5, EMAIL),
-    compare("crosstok-email.yaml", "crosstok-email", 1.5, RAW_GEMMA),
-    compare("onpolicy.yaml", "onpolicy", 4.3),
-    compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8),
-    compare("onpolicy-email.yaml", "onpolicy-email", 0.8),
-    compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6),
-    compare("pretrained-cut.yaml", "pretrained-cut", 6.0),
-    compare("pretrained-cross.yaml", "pretrained-cross", 7.0, RAW_GEMMA),
+    compare("crosstok-email.yaml", "crosstok-email", 1.5, 18, RAW_GEMMA + LARGE),
+    compare("onpolicy.yaml", "onpolicy", 4.3, 4),
+    compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8, 1.6),
+    compare("onpolicy-email.yaml", "onpolicy-email", 0.8, 8),
+    compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6, 1.6),
+    compare("pretrained-cut.yaml", "pretrained-cut", 6.0, 4),
+    compare("pretrained-cross.yaml", "pretrained-cross", 7.0, 7, RAW_GEMMA + LARGE),
 ]
 
 
@@ -114,6 +119,8 @@ def run(entries, quick, jobs=1, log=print):
     """Run each entry's full (or quick) command from the repository root, in order (jobs at a time); returns the
     names that failed."""
     chosen = [(e, e.quick if quick else e.full) for e in entries if not (quick and e.quick is None)]
+    if quick and jobs > 1:
+        chosen.sort(key=lambda item: -item[0].quick_minutes)  # longest first: the last to start are short
     estimate = sum(e.hours for e, _ in chosen) if not quick else None
     started, failed = time.time(), []
 

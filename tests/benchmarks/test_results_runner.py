@@ -36,7 +36,9 @@ def test_every_quick_grid_builds_its_cells_at_the_tiny_budget(entry):
                            overrides=_option_values(command, "--set"), run_dir=_option_values(command, "--run-dir")[0])
     compare.teacher = "online"  # (whether the cache serves a cell needs the models)
     built = cells(compare)
-    assert built and all(c.config.train.steps == 10 and c.config.eval.max_examples == 8 for c in built)
+    assert built and all(c.config.train.steps <= 5 and c.config.eval.max_examples == 4 for c in built)
+    if "--set" in command and "train.steps=2" in command:  # a later --set wins over TINY's
+        assert all(c.config.train.steps == 2 and c.config.data.max_train_examples == 16 for c in built)
     assert len(built) <= 6  # a few cells: the quick run checks that each grid runs, nothing more
 
 
