@@ -8,7 +8,8 @@ each writing its results folder with its provenance (commit, clean tree or not, 
     python benchmarks/results.py --only methods survey
 
 The full run replaces the committed results folders; compare grids resume (finished cells are kept), so an
-interrupted `make results` continues where it stopped. `--quick` checks that every entry still runs end to end: its
+interrupted `make results` continues where it stopped. Each invocation records what it ran, each entry's time and exit
+status, with its provenance, in run.json (benchmarks/results/, or benchmarks/results-quick/ for --quick). `--quick` checks that every entry still runs end to end: its
 numbers say nothing (10-30 steps, a few examples) and it never writes into benchmarks/results/. With --jobs N, N
 quick entries run side by side, each on its share of the cores, its output in benchmarks/results-quick/logs/ (the full
 run is one at a time: its timing benchmarks would measure each other). The estimates are the last measured runs on the
@@ -43,7 +44,7 @@ class Entry:
     full: list          # the command that makes the committed results
     hours: float        # its last measured time on 2 cores (or, for a grid not run yet, its sizing)
     quick: list | None  # a tiny version writing under benchmarks/results-quick/; None: the full one is already small
-    quick_minutes: float = 1.0  # the quick version's last measured time (--jobs 2); the longest start first
+    quick_minutes: float = 1.0  # the quick version's last measured time (--jobs 2; results-quick-run.json)
 
 
 def lmdistill(*args):
@@ -71,9 +72,9 @@ def teacher(run_dir, hours, extra=()):
 
 
 ENTRIES = [
-    compare("methods.yaml", "methods", 6.0, 6),
+    compare("methods.yaml", "methods", 6.0, 5),
     Entry("methods --quick", lmdistill("compare", "benchmarks/methods.yaml", "--quick"), 0.8, None),
-    compare("survey.yaml", "survey", 3.0, 3),
+    compare("survey.yaml", "survey", 3.0, 2),
     script("distillens", ["--steps", "300", "--seeds", "0", "1", "2"], 1.5,
            ["--steps", "10", "--seeds", "0", "--eval-examples", "8", "--methods", "kd-fkl", "distillens",
             "--out", f"{QUICK}/distillens"], 2),
@@ -85,29 +86,29 @@ ENTRIES = [
     script("pruned_importance", ["--steps", "150", "--seeds", "0", "1", "2"], 1.0,
            ["--steps", "5", "--seeds", "0", "--eval-examples", "8", "--calibration-examples", "16",
             "--out", f"{QUICK}/pruned_importance"], 2),
-    script("lens_quality", [], 0.1, ["--examples", "8", "--out", f"{QUICK}/lens_quality"], 0.3),
+    script("lens_quality", [], 0.1, ["--examples", "8", "--out", f"{QUICK}/lens_quality"], 0.25),
     script("lens_memory", ["--repeats", "2", "--chunk-sizes", "64", "128"], 0.2,
-           ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"], 4),
+           ["--repeats", "1", "--chunk-sizes", "64", "--out", f"{QUICK}/lens_memory"], 3),
     script("selection_memory", [], 0.3, ["--tasks", "define-word", "--batchings", "examples:8",
-                                         "--out", f"{QUICK}/selection_memory"], 2),
-    script("cache_fidelity", [], 0.3, ["--examples", "8", "--top-k", "16", "--out", f"{QUICK}/cache_fidelity"], 4),
-    script("sharding_memory", [], 0.2, ["--steps", "3", "--out", f"{QUICK}/sharding"], 1.2),
+                                         "--out", f"{QUICK}/selection_memory"], 1.6),
+    script("cache_fidelity", [], 0.3, ["--examples", "8", "--top-k", "16", "--out", f"{QUICK}/cache_fidelity"], 1.6),
+    script("sharding_memory", [], 0.2, ["--steps", "3", "--out", f"{QUICK}/sharding"], 1.1),
     script("step", [], 0.6, None, python=BENCH_PY),
     script("step", ["--pair", "tiny"], 0.1, ["--pair", "tiny", "--repeats", "2", "--warmup", "1", "--no-memory",
-                                             "--out", f"{QUICK}/step-tiny.md"], 0.7, python=BENCH_PY),
+                                             "--out", f"{QUICK}/step-tiny.md"], 0.8, python=BENCH_PY),
     script("step", ["--pair", "gemma-smollm2"], 0.5, None, python=BENCH_PY),
     script("step", ["--pair", "onpolicy"], 0.3, None, python=BENCH_PY),
     teacher("runs/teachers/gemma3-270m-define-word-6000", 1.5),
-    compare("crosstok.yaml", "crosstok", 3.5, 7, RAW_GEMMA + LARGE),
-    compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, 4, RAW_GEMMA),
+    compare("crosstok.yaml", "crosstok", 3.5, 4, RAW_GEMMA + LARGE),
+    compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, 3, RAW_GEMMA),
     teacher("runs/teachers/gemma3-270m-email-subject", 0.5, EMAIL),
-    compare("crosstok-email.yaml", "crosstok-email", 1.5, 18, RAW_GEMMA + LARGE),
-    compare("onpolicy.yaml", "onpolicy", 4.3, 4),
-    compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8, 1.6),
-    compare("onpolicy-email.yaml", "onpolicy-email", 0.8, 8),
-    compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6, 1.6),
-    compare("pretrained-cut.yaml", "pretrained-cut", 6.0, 4),
-    compare("pretrained-cross.yaml", "pretrained-cross", 7.0, 7, RAW_GEMMA + LARGE),
+    compare("crosstok-email.yaml", "crosstok-email", 1.5, 6, RAW_GEMMA + LARGE),
+    compare("onpolicy.yaml", "onpolicy", 4.3, 3),
+    compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8, 1.1),
+    compare("onpolicy-email.yaml", "onpolicy-email", 0.8, 4),
+    compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6, 1.3),
+    compare("pretrained-cut.yaml", "pretrained-cut", 6.0, 3),
+    compare("pretrained-cross.yaml", "pretrained-cross", 7.0, 4, RAW_GEMMA + LARGE),
 ]
 
 
@@ -122,7 +123,7 @@ def run(entries, quick, jobs=1, log=print):
     if quick and jobs > 1:
         chosen.sort(key=lambda item: -item[0].quick_minutes)  # longest first: the last to start are short
     estimate = sum(e.hours for e, _ in chosen) if not quick else None
-    started, failed = time.time(), []
+    started, failed, times = time.time(), [], []
 
     def one(i, entry, command):
         elapsed = time.time() - started
@@ -132,6 +133,8 @@ def run(entries, quick, jobs=1, log=print):
         code = run_entry(entry, command, jobs)
         if code != 0:
             failed.append(entry.name)
+        times.append({"name": entry.name, "command": command[1:], "seconds": round(time.time() - began, 1),
+                      "exit": code})
         took = hours_text((time.time() - began) / 3600)
         log(f"[{i}/{len(chosen)}] {entry.name}: {'FAILED' if code else 'done'} in {took}"
             + (f", see {log_path(entry)}" if jobs > 1 else "") + ("; going on with the next" if code else ""))
@@ -140,7 +143,17 @@ def run(entries, quick, jobs=1, log=print):
         list(pool.map(lambda item: one(item[0], *item[1]), enumerate(chosen, 1)))
     log(f"done in {hours_text((time.time() - started) / 3600)}: {len(chosen) - len(failed)} of {len(chosen)} ran"
         + (f"; failed: {', '.join(failed)}" if failed else ""))
+    write_record(ROOT / (QUICK if quick else "benchmarks/results") / "run.json", times, started, jobs)
     return failed
+
+
+def write_record(path, times, started, jobs):
+    """What this invocation ran: each entry's time and exit status, the total, and the provenance (commit, clean or
+    not, versions, machine, command, date)."""
+    from lmdistill.io import atomic_write_json
+    from lmdistill.provenance import record
+    atomic_write_json(path, {"jobs": jobs, "total_seconds": round(time.time() - started, 1), "entries": times,
+                             "provenance": record()})
 
 
 def log_path(entry):

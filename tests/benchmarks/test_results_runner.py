@@ -1,5 +1,6 @@
 """benchmarks/results.py (`make results`): every entry names a script or compare file that exists, and every quick
 grid builds its cells with the tiny budget it adds, into benchmarks/results-quick/ only."""
+import json
 import sys
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def test_jobs_run_side_by_side_with_a_log_each_and_only_in_the_quick_run(tmp_pat
         text = (tmp_path / results.QUICK / "logs" / f"job_{i}.log").read_text()
         assert text.startswith("threads ") and int(text.split()[1]) >= 1
     assert any("job 2: FAILED" in line for line in lines) and "2 of 3 ran; failed: job 2" in lines[-1]
+    run = json.loads((tmp_path / results.QUICK / "run.json").read_text())  # what ran, how long, at which commit
+    assert run["jobs"] == 2 and sorted((e["name"], e["exit"]) for e in run["entries"]) == [
+        ("job 0", 0), ("job 1", 0), ("job 2", 1)]
+    assert run["total_seconds"] >= max(e["seconds"] for e in run["entries"]) and "git" in run["provenance"]
     with pytest.raises(SystemExit) as e:
         results.main(["--jobs", "2"])
     assert e.value.code == 2 and "--jobs" in capsys.readouterr().err
