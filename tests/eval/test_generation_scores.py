@@ -110,3 +110,10 @@ def test_empty_generations_leave_the_teacher_scores_out(tokenizer, tiny_lm):
                                [""], cfg)
     scores = teacher_scored(tiny_lm, tokenizer, examples, batch_size=1)
     assert scores == [(0.0, 0, 0)] and summary(scores) == {} and bits_per_byte(scores[0]) is None
+
+
+def test_generation_shows_a_progress_bar(tokenizer, capsys):
+    eos, pad, word = tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.encode("cat")[0]
+    generate(FixedGenerator([[word, eos, pad]] * 2), tokenizer, [[1, 2], [3], [4]], 3, 2)
+    err = capsys.readouterr().err
+    assert "generating" in err and "2/2" in err  # 3 prompts in batches of 2

@@ -200,6 +200,14 @@ def test_stale_cache_is_rebuilt_with_the_union_of_layers(tmp_path, built, teache
 
 
 @pytest.mark.e2e
+def test_the_build_shows_a_progress_bar(tmp_path, teacher_and_examples, capsys):
+    teacher, tokenizer, examples = teacher_and_examples
+    teacher_cache.build(tmp_path / "c", teacher, tokenizer, examples[:10], VOCAB, [30], HEAD, batch_size=4,
+                        log=lambda *_: None)
+    err = capsys.readouterr().err
+    assert "teacher cache" in err and "3/3" in err  # 10 examples in batches of 4
+
+
 def test_an_interrupted_build_leaves_nothing_usable(tmp_path, teacher_and_examples, monkeypatch):
     teacher, tokenizer, examples = teacher_and_examples
     calls = []

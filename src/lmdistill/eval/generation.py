@@ -1,6 +1,7 @@
 """Batched generation from prompt ids (left-padded), greedy or sampled with a seed."""
 import torch
 
+from lmdistill.progress import bar
 from lmdistill.responses.sampling import decoding, left_padded, synced
 
 
@@ -13,7 +14,7 @@ def generate(model, tokenizer, prompts, max_new_tokens, batch_size, do_sample=Fa
     pad = tokenizer.pad_token_id
     outputs, ended = [], []
     torch.manual_seed(seed)
-    for start in range(0, len(prompts), batch_size):
+    for start in bar(range(0, len(prompts), batch_size), desc="generating"):
         chunk = prompts[start:start + batch_size]
         ids, mask = left_padded(chunk, pad)
         width = ids.shape[1]

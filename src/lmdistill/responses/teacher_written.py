@@ -12,10 +12,10 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from lmdistill.io import atomic_write_json
 from lmdistill.models.builtin import cache_root
+from lmdistill.progress import bar
 from lmdistill.provenance import data_fingerprint, model_fingerprint, tokenizer_fingerprint
 from lmdistill.responses import sampling
 
@@ -56,7 +56,7 @@ def generate_all(teacher, tokenizer, prompts, stop, cfg, seed, device):
     """[text, ended] of the teacher's response to each prompt (Example: its prompt ids)."""
     out = []
     batches = range(0, len(prompts), BATCH)
-    for b in tqdm(batches, desc="teacher responses", dynamic_ncols=True, mininterval=1.0):
+    for b in bar(batches, desc="teacher responses"):
         chunk = [e.input_ids[:e.n_prompt] for e in prompts[b:b + BATCH]]
         for ids in sampling.write(teacher, chunk, tokenizer.pad_token_id, stop, cfg, sampling.seed_of(seed, b), device):
             ended = bool(ids) and ids[-1] in stop

@@ -25,6 +25,7 @@ import torch
 
 from lmdistill.data import in_batches
 from lmdistill.errors import UserError
+from lmdistill.progress import bar
 from lmdistill.provenance import data_fingerprint, model_fingerprint, tokenizer_fingerprint
 from lmdistill.teachers.outputs import Request
 from lmdistill.teachers.response_lm import ResponseLM
@@ -91,7 +92,8 @@ def build(path, teacher, tokenizer, examples, vocab_size, layers, settings, batc
             mm[f"hidden_{layer}"] = np.lib.format.open_memmap(tmp / f"hidden_{layer}.npy", "w+", dtype, (n, width))
         row = 0
         with torch.no_grad():
-            for batch in in_batches(examples, tokenizer.pad_token_id, batch_size, device):
+            batches = in_batches(examples, tokenizer.pad_token_id, batch_size, device)
+            for batch in bar(batches, total=math.ceil(len(examples) / batch_size), desc="teacher cache"):
                 out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], Request(hidden=tuple(layers)))
                 end = row + len(out.targets)
                 if topk:
