@@ -84,8 +84,8 @@ def main():
               f"(student.from_teacher, {args.calibration_examples} calibration examples); trained with CE alone "
               f"(objectives: sft), {args.steps} steps x batch 8 at configs/demo.yaml's lr, define-word; metrics on "
               f"{args.eval_examples} dev examples (teacher-forced, nats per response token); seeds {args.seeds}. "
-              f"`functional` rotates the residual stream, which folds the final norm into an untied lm_head: more parameters. Per-seed numbers: "
-              f"rows.json; {cells_code(rows)}.\n\n"
+              f"`functional` rotates the residual stream, which folds the final norm into an untied lm_head: more "
+              f"parameters. Per-seed numbers: rows.json; {cells_code(rows)}.\n\n"
               + table(starts, rows, args.seeds) + "\n")
     (out / "README.md").write_text(report)
     print(report)

@@ -9,8 +9,9 @@ each writing its results folder with its provenance (commit, clean tree or not, 
 
 The full run replaces the committed results folders; compare grids resume (finished cells are kept), so an
 interrupted `make results` continues where it stopped. Each invocation records what it ran, each entry's time and exit
-status, with its provenance, in run.json (benchmarks/results/, or benchmarks/results-quick/ for --quick). `--quick` checks that every entry still runs end to end: its
-numbers say nothing (10-30 steps, a few examples) and it never writes into benchmarks/results/. With --jobs N, N
+status, with its provenance, in run.json (benchmarks/results/, or benchmarks/results-quick/ for --quick). `--quick`
+checks that every entry still runs end to end: its numbers say nothing (2-10 steps, a few examples) and it never writes
+into benchmarks/results/. With --jobs N, N
 quick entries run side by side, each on its share of the cores, its output in benchmarks/results-quick/logs/ (the full
 run is one at a time: its timing benchmarks would measure each other). The estimates are the last measured runs on the
 2-core machine (each results folder records its own times).
@@ -123,7 +124,7 @@ def run(entries, quick, jobs=1, log=print):
     if quick and jobs > 1:
         chosen.sort(key=lambda item: -item[0].quick_minutes)  # longest first: the last to start are short
     estimate = sum(e.hours for e, _ in chosen) if not quick else None
-    started, failed, times = time.time(), [], []
+    started, times = time.time(), []
 
     def one(i, entry, command):
         elapsed = time.time() - started
@@ -131,8 +132,6 @@ def run(entries, quick, jobs=1, log=print):
         log(f"[{i}/{len(chosen)}] {entry.name}: {' '.join(command[1:])} ({hours_text(elapsed / 3600)} so far{left})")
         began = time.time()
         code = run_entry(entry, command, jobs)
-        if code != 0:
-            failed.append(entry.name)
         times.append({"name": entry.name, "command": command[1:], "seconds": round(time.time() - began, 1),
                       "exit": code})
         took = hours_text((time.time() - began) / 3600)
@@ -141,6 +140,7 @@ def run(entries, quick, jobs=1, log=print):
 
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(lambda item: one(item[0], *item[1]), enumerate(chosen, 1)))
+    failed = [t["name"] for t in times if t["exit"] != 0]
     log(f"done in {hours_text((time.time() - started) / 3600)}: {len(chosen) - len(failed)} of {len(chosen)} ran"
         + (f"; failed: {', '.join(failed)}" if failed else ""))
     write_record(ROOT / (QUICK if quick else "benchmarks/results") / "run.json", times, started, jobs)

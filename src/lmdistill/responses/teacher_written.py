@@ -12,7 +12,6 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-
 from lmdistill.io import atomic_write_json
 from lmdistill.models.builtin import cache_root
 from lmdistill.progress import bar

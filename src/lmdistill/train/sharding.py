@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 from lmdistill.errors import UserError
 
+
 def check_sharding(config, num_processes):
     """Bad sharding input, refused before the run writes anything."""
     if config.train.sharding != "fsdp":
