@@ -1,7 +1,7 @@
 """Every result the README states, made again at the current commit: each benchmark script and compare file in turn,
 each writing its results folder with its provenance (commit, clean tree or not, versions, machine, command, date).
 
-    python benchmarks/results.py            # all of them (`make results`): the hours below, about 50 on 2 cores
+    python benchmarks/results.py            # all of them (`make results`): the hours below, about 43 on 2 cores
     python benchmarks/results.py --quick    # each at a tiny budget into benchmarks/results-quick/
     python benchmarks/results.py --quick --jobs 2   # two entries at a time (`make results-quick`)
     python benchmarks/results.py --list     # what runs, in order, with its command and estimated time
@@ -100,7 +100,6 @@ ENTRIES = [
     script("step", ["--pair", "gemma-smollm2"], 0.5, None, python=BENCH_PY),
     script("step", ["--pair", "onpolicy"], 0.3, None, python=BENCH_PY),
     teacher("runs/teachers/gemma3-270m-define-word-6000", 1.5),
-    compare("crosstok.yaml", "crosstok", 3.5, 4, RAW_GEMMA + LARGE),
     compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, 3, RAW_GEMMA),
     teacher("runs/teachers/gemma3-270m-email-subject", 0.5, EMAIL),
     compare("crosstok-email.yaml", "crosstok-email", 1.5, 6, RAW_GEMMA + LARGE),
