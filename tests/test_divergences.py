@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-from lmdistill import divergences as D
+from lmdistill import divergence_rows, divergences as D
 from divergence_reference import reference
 from tolerance import EPS32, EPS64, divergence_magnitudes as magnitudes, divergence_terms, worst
 
@@ -357,23 +357,23 @@ def test_closed_form_gradients_match_autograd(name, params, scale):
     s, t, _ = make(16, shape=(6, V), scale=scale)
     t[0, :10] = -math.inf  # teacher entries with probability 0
     t[1, 5] = -math.inf
-    fn = getattr(D, f"_{name}")
+    fn = getattr(divergence_rows, name)
     per_row = partial(fn, **params)
     s64 = s.double().requires_grad_(True)
     want = per_row(s64, t.double())
     want_grad, = torch.autograd.grad(want.sum(), s64)
-    got, got_grad = D.closed_form(per_row)(s.double(), t.double())
+    got, got_grad = divergence_rows.closed_form(per_row)(s.double(), t.double())
     m, sizes = magnitudes(s, t, mean=False)  # per row: positions = 1; at scale 30, M ~ 400
     assert_value_close(got, want.detach(), m, 1, eps=EPS64)  # float64 both: the same bounds with EPS64
     assert_grad_close(got_grad, want_grad, sizes, eps=EPS64)
-    got32, grad32 = D.closed_form(per_row)(s, t)  # float32: finite, and close on the scale of probabilities
+    got32, grad32 = divergence_rows.closed_form(per_row)(s, t)  # float32: finite, close on the scale of probabilities
     assert torch.isfinite(got32).all() and torch.isfinite(grad32).all()
     assert_grad_close(grad32, want_grad, sizes)
 
 
 def test_divergences_without_closed_form_use_autograd():
     for name in ("skew_forward_kl", "skew_reverse_kl", "tvd", "akl"):
-        assert D.closed_form(getattr(D, f"_{name}")) is None
+        assert divergence_rows.closed_form(getattr(divergence_rows, name)) is None
 
 
 @pytest.mark.parametrize("name,beta", [("forward_kl", None), ("reverse_kl", None), ("generalized_jsd", 0.1),
@@ -386,8 +386,8 @@ def test_finite_fast_path_matches_masked_path(name, beta, scale, dtype):
     s, t, _ = make(17, shape=(6, 300), scale=scale)
     s, t = s.to(dtype), t.to(dtype)
     args = () if beta is None else (beta,)
-    fast = getattr(D, f"_{name}_grad")(s, t, *args)
-    masked = getattr(D, f"_{name}_grad_masked")(t.log_softmax(-1), s.log_softmax(-1), *args)
+    fast = getattr(divergence_rows, f"{name}_grad")(s, t, *args)
+    masked = getattr(divergence_rows, f"_{name}_grad_masked")(t.log_softmax(-1), s.log_softmax(-1), *args)
     eps = EPS64 if dtype == torch.float64 else EPS32
     m, sizes = magnitudes(s, t, mean=False)  # V = 300, per row
     (values, grad), (want_values, want_grad) = fast, masked
@@ -395,8 +395,8 @@ def test_finite_fast_path_matches_masked_path(name, beta, scale, dtype):
     assert_value_close(values, want_values, m, 1, vocab=300, eps=eps)
     assert_grad_close(grad, want_grad, sizes, vocab=300, eps=eps)
     t[0, :3] = -math.inf
-    assert not D._finite(t.log_softmax(-1))
-    got = getattr(D, f"_{name}_grad")(s, t, *args)
-    want = getattr(D, f"_{name}_grad_masked")(t.log_softmax(-1), s.log_softmax(-1), *args)
+    assert not divergence_rows.finite(t.log_softmax(-1))
+    got = getattr(divergence_rows, f"{name}_grad")(s, t, *args)
+    want = getattr(divergence_rows, f"_{name}_grad_masked")(t.log_softmax(-1), s.log_softmax(-1), *args)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -26,185 +26,15 @@ KL terms are sum_v a_v (log a_v - log b_v), with terms where either log-probabil
 contributes 0 (xlogy convention), and a teacher -inf logit (masked / padded vocab entry) is excluded from the
 reverse-KL sum as in DistiLLM's and MiniLLM's `inf_mask` instead of making the loss +inf.
 """
-import math
 from functools import partial
 
 import torch
 
+from lmdistill import divergence_rows
 from lmdistill.chunked import Head, chunked_sum  # noqa: F401 (Head is part of this module's interface)
 from lmdistill.errors import did_you_mean
 
 DEFAULT_CHUNK_SIZE = 1024
-
-
-# -----------------------------------------------------------------------------
-# per-chunk math: s, t are [c, V] float32 logits already divided by T; each returns [c]
-
-def kl_terms(la, lb):
-    """a (log a - log b) entry by entry from log-probs; a term where either log-prob is -inf is 0."""
-    ok = (la > -math.inf) & (lb > -math.inf)
-    return la.exp() * torch.where(ok, la - lb, 0.0)
-
-
-def _kl(la, lb):
-    """KL(a || b) per row from log-probs; terms where either log-prob is -inf contribute 0."""
-    return kl_terms(la, lb).sum(-1)
-
-
-def _log_mix(la, lb, w):
-    """log(w * a + (1 - w) * b) from log-probs, stably."""
-    if w == 0:
-        return lb
-    if w == 1:
-        return la
-    return torch.logaddexp(la + math.log(w), lb + math.log1p(-w))
-
-
-def _logps(s, t):
-    return t.log_softmax(-1), s.log_softmax(-1)  # log p (teacher), log q (student)
-
-
-def _forward_kl(s, t):
-    lp, lq = _logps(s, t)
-    return _kl(lp, lq)
-
-
-def _reverse_kl(s, t):
-    lp, lq = _logps(s, t)
-    return _kl(lq, lp)
-
-
-def _generalized_jsd(s, t, beta):
-    lp, lq = _logps(s, t)
-    if beta == 0:
-        return _kl(lp, lq)
-    if beta == 1:
-        return _kl(lq, lp)
-    lm = _log_mix(lp, lq, beta)  # m = beta * p + (1 - beta) * q
-    return beta * _kl(lp, lm) + (1 - beta) * _kl(lq, lm)
-
-
-def _symmetric_kl(s, t, lam):
-    lp, lq = _logps(s, t)
-    return (1 - lam) * _kl(lp, lq) + lam * _kl(lq, lp)
-
-
-def _skew_forward_kl(s, t, alpha):
-    lp, lq = _logps(s, t)
-    return _kl(lp, _log_mix(lp, lq, alpha))  # KL(p || alpha p + (1 - alpha) q)
-
-
-def _skew_reverse_kl(s, t, alpha):
-    lp, lq = _logps(s, t)
-    return _kl(lq, _log_mix(lq, lp, alpha))  # KL(q || alpha q + (1 - alpha) p)
-
-
-def _tvd(s, t):
-    return 0.5 * (t.softmax(-1) - s.softmax(-1)).abs().sum(-1)
-
-
-def _akl(s, t, mu):
-    lp, lq = _logps(s, t)
-    p, q = lp.exp(), lq.exp().detach()
-    p_sorted, idx = p.sort(dim=-1, descending=True, stable=True)  # stable: ties ordered by vocab id, on any device
-    gap = (p_sorted - q.gather(-1, idx)).abs()
-    tail = p_sorted.cumsum(-1) > mu
-    tail[:, 0] = False  # the top-1 token is always head
-    g_head = gap.masked_fill(tail, 0.0).sum(-1)
-    g_tail = gap.masked_fill(~tail, 0.0).sum(-1)
-    denom = (g_head + g_tail).clamp_min(torch.finfo(gap.dtype).tiny)  # 0 only when p == q, where both KLs are 0
-    return (g_head / denom) * _kl(lp, lq) + (g_tail / denom) * _kl(lq, lp)
-
-
-# -----------------------------------------------------------------------------
-# closed-form gradients: (per-row values [c], d values.sum() / d s [c, V]) for the common divergences, so a chunk's
-# backward is a few elementwise passes instead of autograd replaying the forward. q = softmax(s), and for any
-# per-row loss L(q): dL/ds = q * (g - sum(q * g)) with g = dL/dq. Terms dropped by _kl (a -inf log-prob) are
-# dropped from the gradient too.
-
-def _finite(*xs):
-    """No entry is -inf or NaN: the usual case, where the closed forms below need not mask dropped terms."""
-    return all(bool(x.amin() > -math.inf) for x in xs)
-
-
-def _forward_kl_grad(s, t):
-    lp, lq = _logps(s, t)
-    if not _finite(lp, lq):
-        return _forward_kl_grad_masked(lp, lq)
-    p = lp.exp()
-    value = lp.sub_(lq).mul_(p).sum(-1)  # in place: lp is not needed again
-    return value, lq.exp_().mul_(p.sum(-1, keepdim=True)).sub_(p)
-
-
-def _forward_kl_grad_masked(lp, lq):
-    p, q = lp.exp(), lq.exp()
-    ok = (lp > -math.inf) & (lq > -math.inf)
-    p_ok = torch.where(ok, p, 0.0)
-    return (p_ok * torch.where(ok, lp - lq, 0.0)).sum(-1), q * p_ok.sum(-1, keepdim=True) - p_ok
-
-
-def _reverse_kl_grad(s, t):
-    lp, lq = _logps(s, t)
-    if not _finite(lp, lq):
-        return _reverse_kl_grad_masked(lp, lq)
-    q = lq.exp()
-    r = lq.sub_(lp)
-    value = (q * r).sum(-1)
-    return value, r.sub_((value + q.sum(-1) - 1).unsqueeze(-1)).mul_(q)
-
-
-def _reverse_kl_grad_masked(lp, lq):
-    q = lq.exp()
-    ok = (lp > -math.inf) & (lq > -math.inf)
-    r = torch.where(ok, lq - lp, 0.0)
-    value = (q * r).sum(-1)
-    q_ok = torch.where(ok, q, 0.0)
-    return value, q_ok * (r + 1) - q * (value + q_ok.sum(-1)).unsqueeze(-1)
-
-
-def _generalized_jsd_grad(s, t, beta):
-    if beta == 0:
-        return _forward_kl_grad(s, t)
-    if beta == 1:
-        return _reverse_kl_grad(s, t)
-    lp, lq = _logps(s, t)
-    if not _finite(lp, lq):
-        return _generalized_jsd_grad_masked(lp, lq, beta)
-    p, q = lp.exp(), lq.exp()
-    # m = beta p + (1 - beta) q. Where it underflows to 0 so do p and q, and their terms are 0 whatever log m is.
-    lm = torch.lerp(q, p, beta).clamp_min_(torch.finfo(p.dtype).tiny).log_()
-    g = lq.sub_(lm)  # log q - log m
-    qg = (q * g).sum(-1)
-    value = beta * lp.sub_(lm).mul_(p).sum(-1) + (1 - beta) * qg
-    g.mul_(1 - beta)  # dJSD/dq
-    return value, g.sub_((1 - beta) * qg.unsqueeze(-1)).mul_(q)
-
-
-def _generalized_jsd_grad_masked(lp, lq, beta):
-    p, q = lp.exp(), lq.exp()
-    m = beta * p + (1 - beta) * q  # in probability space: where m underflows to 0, so do p and q
-    lm = m.log()
-    pos = m > 0
-    value = (beta * (p * torch.where(pos & (lp > -math.inf), lp - lm, 0.0)).sum(-1)
-             + (1 - beta) * (q * torch.where(pos, lq - lm, 0.0)).sum(-1))
-    g = torch.where(pos, (1 - beta) * (lq - lm), 0.0)  # dJSD/dq
-    return value, q * (g - (q * g).sum(-1, keepdim=True))
-
-
-def _symmetric_kl_grad(s, t, lam):
-    fv, fg = _forward_kl_grad(s, t)
-    rv, rg = _reverse_kl_grad(s, t)
-    return (1 - lam) * fv + lam * rv, (1 - lam) * fg + lam * rg
-
-
-_GRADS = {_forward_kl: _forward_kl_grad, _reverse_kl: _reverse_kl_grad, _generalized_jsd: _generalized_jsd_grad,
-          _symmetric_kl: _symmetric_kl_grad}
-
-
-def closed_form(fn):
-    """The closed-form (values, gradient) twin of a per-row function (maybe a partial), or None."""
-    base, params = (fn.func, fn.keywords) if isinstance(fn, partial) else (fn, {})
-    return partial(_GRADS[base], **params) if base in _GRADS else None
 
 
 # -----------------------------------------------------------------------------
@@ -255,7 +85,7 @@ def _reduce(fn, student, teacher, mask, temperature, *, chunk_size=DEFAULT_CHUNK
     if n == 0:  # a zero that is still part of the graph
         zero = s.sum() + sum((p.sum() * 0 for p in params), torch.zeros((), device=s.device))
         return zero.to(torch.promote_types(s.dtype, torch.float32))
-    total = chunked_sum(logits, fn, chunk_size, s, rows, params, closed_form(fn))
+    total = chunked_sum(logits, fn, chunk_size, s, rows, params, divergence_rows.closed_form(fn))
     return total / n if reduction == "mean" else total
 
 
@@ -269,12 +99,12 @@ def _check_unit(name, value):
 
 def forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, **driver):
     """KL(p || q) = sum_v p (log p - log q): mean-seeking; the classic Hinton KD objective."""
-    return _reduce(_forward_kl, student_logits, teacher_logits, mask, temperature, **driver)
+    return _reduce(divergence_rows.forward_kl, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, **driver):
     """KL(q || p) = sum_v q (log q - log p): mode-seeking (MiniLLM, GKD beta=1)."""
-    return _reduce(_reverse_kl, student_logits, teacher_logits, mask, temperature, **driver)
+    return _reduce(divergence_rows.reverse_kl, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def generalized_jsd(student_logits, teacher_logits, mask=None, temperature=1.0, *, beta=0.5, **driver):
@@ -289,16 +119,16 @@ def generalized_jsd(student_logits, teacher_logits, mask=None, temperature=1.0, 
     JSD/(1-beta) as beta -> 1. beta=0.5 is the ordinary symmetric JSD, bounded by log 2.
     """
     _check_unit("beta", beta)
-    return _reduce(partial(_generalized_jsd, beta=beta), student_logits, teacher_logits, mask, temperature,
-                   **driver)
+    per_row_fn = partial(divergence_rows.generalized_jsd, beta=beta)
+    return _reduce(per_row_fn, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def symmetric_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, lam=0.5, **driver):
     """(1 - lam) * KL(p || q) + lam * KL(q || p), DistiLLM's `symmetric_kl` convention
     (jongwooko/distillm, distillm/losses.py, whose default is lam=0.9): lam=0 is FKL, lam=1 is RKL."""
     _check_unit("lam", lam)
-    return _reduce(partial(_symmetric_kl, lam=lam), student_logits, teacher_logits, mask, temperature,
-                   **driver)
+    per_row_fn = partial(divergence_rows.symmetric_kl, lam=lam)
+    return _reduce(per_row_fn, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def skew_forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, alpha=0.1, **driver):
@@ -306,8 +136,8 @@ def skew_forward_kl(student_logits, teacher_logits, mask=None, temperature=1.0, 
     `skewed_forward_kl` of jongwooko/distillm distillm/losses.py (mixture weight `lam` on the teacher).
     alpha=0 is forward KL; gradients flow through q inside the mixture."""
     _check_unit("alpha", alpha)
-    return _reduce(partial(_skew_forward_kl, alpha=alpha), student_logits, teacher_logits, mask, temperature,
-                   **driver)
+    per_row_fn = partial(divergence_rows.skew_forward_kl, alpha=alpha)
+    return _reduce(per_row_fn, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def skew_reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, *, alpha=0.1, **driver):
@@ -316,13 +146,13 @@ def skew_reverse_kl(student_logits, teacher_logits, mask=None, temperature=1.0, 
     alpha is the share of the *student* in the mixture, so alpha=0 is reverse KL and the default 0.1 is a
     mildly skewed RKL. Gradients flow through q both outside and inside the mixture."""
     _check_unit("alpha", alpha)
-    return _reduce(partial(_skew_reverse_kl, alpha=alpha), student_logits, teacher_logits, mask, temperature,
-                   **driver)
+    per_row_fn = partial(divergence_rows.skew_reverse_kl, alpha=alpha)
+    return _reduce(per_row_fn, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def tvd(student_logits, teacher_logits, mask=None, temperature=1.0, **driver):
     """Total variation distance 0.5 * sum_v |p - q|, in [0, 1]."""
-    return _reduce(_tvd, student_logits, teacher_logits, mask, temperature, **driver)
+    return _reduce(divergence_rows.tvd, student_logits, teacher_logits, mask, temperature, **driver)
 
 
 def akl(student_logits, teacher_logits, mask=None, temperature=1.0, *, mu=0.5, **driver):
@@ -341,23 +171,18 @@ def akl(student_logits, teacher_logits, mask=None, temperature=1.0, *, mu=0.5, *
     both weights are 0 (both KLs are 0 there anyway).
     """
     _check_unit("mu", mu)
-    return _reduce(partial(_akl, mu=mu), student_logits, teacher_logits, mask, temperature, **driver)
+    return _reduce(partial(divergence_rows.akl, mu=mu), student_logits, teacher_logits, mask, temperature, **driver)
 
 
 DIVERGENCES = {f.__name__: f for f in (forward_kl, reverse_kl, generalized_jsd, symmetric_kl, skew_forward_kl,
                                        skew_reverse_kl, tvd, akl)}
 
 
-_PER_ROW = {"forward_kl": _forward_kl, "reverse_kl": _reverse_kl, "generalized_jsd": _generalized_jsd,
-            "symmetric_kl": _symmetric_kl, "skew_forward_kl": _skew_forward_kl, "skew_reverse_kl": _skew_reverse_kl,
-            "tvd": _tvd, "akl": _akl}
-
-
 def per_row(name, **params):
     """The per-position function of a registered divergence: (student [c, V], teacher [c, V] logits, already divided
     by T) -> [c]. For objectives that build their own rows (cross-tokenizer losses) and call `chunked_sum`."""
     get_divergence(name)
-    return partial(_PER_ROW[name], **params) if params else _PER_ROW[name]
+    return partial(divergence_rows.PER_ROW[name], **params) if params else divergence_rows.PER_ROW[name]
 
 
 def get_divergence(name):

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from lmdistill.divergences import kl_terms
+from lmdistill.divergence_rows import kl_terms
 from lmdistill.errors import UserError
 from lmdistill.objectives.base import LayerPairs, Objective, PairParams, register
 from lmdistill.objectives.needs import Needs

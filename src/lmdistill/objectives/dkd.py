@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
-from lmdistill.divergences import kl_terms  # the target inside NCKD and masked entries give 0
+from lmdistill.divergence_rows import kl_terms  # the target inside NCKD and masked entries give 0
 from lmdistill.objectives.base import Objective, ObjectiveParams, register
 
 
