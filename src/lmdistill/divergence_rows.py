@@ -167,14 +167,14 @@ def symmetric_kl_grad(s, t, lam):
     return (1 - lam) * fv + lam * rv, (1 - lam) * fg + lam * rg
 
 
-GRADS = {forward_kl: forward_kl_grad, reverse_kl: reverse_kl_grad, generalized_jsd: generalized_jsd_grad,
+_GRADS = {forward_kl: forward_kl_grad, reverse_kl: reverse_kl_grad, generalized_jsd: generalized_jsd_grad,
           symmetric_kl: symmetric_kl_grad}
 
 
 def closed_form(fn):
     """The closed-form (values, gradient) twin of a per-row function (maybe a partial), or None."""
     base, params = (fn.func, fn.keywords) if isinstance(fn, partial) else (fn, {})
-    return partial(GRADS[base], **params) if base in GRADS else None
+    return partial(_GRADS[base], **params) if base in _GRADS else None
 
 
 PER_ROW = {f.__name__: f for f in (forward_kl, reverse_kl, generalized_jsd, symmetric_kl, skew_forward_kl,
