@@ -168,7 +168,7 @@ def symmetric_kl_grad(s, t, lam):
 
 
 _GRADS = {forward_kl: forward_kl_grad, reverse_kl: reverse_kl_grad, generalized_jsd: generalized_jsd_grad,
-          symmetric_kl: symmetric_kl_grad}
+           symmetric_kl: symmetric_kl_grad}
 
 
 def closed_form(fn):
