@@ -171,10 +171,22 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
     if trainer.step < config.train.steps:
         log(f"stopped at step {trainer.step}; continue with --resume")
         return None
-    if not accelerator.is_main_process and not trainer.sharded:
+    times = (started, train_start, time.time())
+    if trainer.sharded:  # sharded models are gathered and evaluated by every process together; the main one writes
+        result = _finish(parts, trainer, teacher, run_dir, history, times, log, before)
+        _part_ways(accelerator)
+        return result
+    _part_ways(accelerator)
+    if not accelerator.is_main_process:
         return None
-    # (sharded models are gathered and evaluated by every process together; the main one writes)
-    return _finish(parts, trainer, teacher, run_dir, history, (started, train_start, time.time()), log, before)
+    return _finish(parts, trainer, teacher, run_dir, history, times, log, before)
+
+
+def _part_ways(accelerator):
+    """All processes leave the process group together: one that tears it down while another still holds it open can
+    abort the other (gloo). Unsharded, the main process then evaluates and writes alone."""
+    accelerator.wait_for_everyone()
+    accelerator.state.destroy_process_group()
 
 
 def untrained(parts, student_lm, accelerator, sharded=False):

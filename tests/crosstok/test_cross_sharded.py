@@ -11,7 +11,7 @@ from lmdistill.config import build_config
 from lmdistill.run import train
 from crosstok.test_cross_run import cross_config, model_dirs  # noqa: F401 (a fixture)
 from tolerance import adam_update_norm_tol, training_terms, typical
-from train.test_distributed import _train_two
+from train.test_distributed import _train_two, launch_error
 
 pytestmark = [pytest.mark.e2e, pytest.mark.numerical]
 
@@ -25,7 +25,7 @@ def test_fsdp_cross_tokenizer_two_processes_equal_one(tmp_path, word_data, model
     double = cross_config(tmp_path / "two", word_data, model_dirs, objectives,
                           train={**common, "batch_size": 2, "grad_accum": 2, "sharding": "fsdp"})
     done = _train_two(tmp_path, double)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, launch_error(done)
     assert "this one holds" in done.stdout
     teacher, student = (AutoConfig.from_pretrained(model_dirs[m]) for m in ("teacher", "student"))
     steps = single["train"]["steps"]

@@ -103,7 +103,7 @@ def test_two_processes_writing_their_own_share_train_like_one(tmp_path, word_dat
 
     from lmdistill.models import load_teacher
     from tolerance import TINY_STUDENT, adam_update_norm_tol, training_terms, typical
-    from train.test_distributed import launch_command
+    from train.test_distributed import launch_command, launch_error
     responses = {**ON_POLICY, "lmbda": 1.0, "do_sample": False}
     single = tiny_config(tmp_path / "one", word_data, train={"steps": 3, "batch_size": 4, "grad_accum": 2,
                                                                "responses": responses})
@@ -113,7 +113,7 @@ def test_two_processes_writing_their_own_share_train_like_one(tmp_path, word_dat
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(double))
     done = subprocess.run([*launch_command("torchrun"), "train", str(path)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, launch_error(done)
     cfg = build_config(single)
     teacher = load_teacher(cfg.teacher)[0]
     rel = typical(training_terms(teacher.config, TINY_STUDENT, cfg.data.max_length, teacher.config.vocab_size,
