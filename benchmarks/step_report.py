@@ -4,6 +4,7 @@ import statistics
 import torch
 
 from common import header
+from step_modes import has_trl
 
 RATIOS = [("kd", "floor", 1.10), ("feature", "floor", 1.10), ("lens", "floor", 1.35), ("floor+lens", "floor", None),
           ("lens", "floor+lens", None), ("fkl", "floor", None),
@@ -18,6 +19,14 @@ MEMORY_RATIOS = [("x-uld", "x-floor", 1.2), ("x-gold", "x-floor", 1.2), ("x-feat
 def trl_version():
     import trl
     return trl.__version__
+
+
+def trl_note(modes):
+    if any("trl-" in m for m in modes):
+        return f"; trl {trl_version()}"
+    if has_trl():
+        return "; TRL's modes not among --modes"
+    return "; TRL not installed here (make bench-env), its modes skipped"
 
 
 def met(ratio, target):
@@ -76,12 +85,11 @@ def comparison_lines(times, comparison):
 
 
 def report(args, times, tokens, memory, modes, record, comparison=None):
-    trl = any("trl-" in m for m in modes)
     lines = [header(f"Step time against the floor and TRL ({args.pair} pair)", record),
              f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens per "
              f"batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after {args.warmup} "
              f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads"
-             + (f"; trl {trl_version()}" if trl else "; TRL not installed here (make bench-env), its modes skipped")
+             + trl_note(modes)
              + ". Every round's time: the .json beside this file.\n",
              "| mode | median s/step | min | max | tokens/s | peak RSS GiB | step's RSS increase GiB |",
              "|---|---|---|---|---|---|---|"]
