@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from common import provenance, write_provenance
 from lmdistill.provenance import peak_memory_gib, reset_peak_memory, rss_gib
@@ -74,7 +75,9 @@ def time_modes(args, modes, workdir):
     comparison = first_step_comparison(parts, batches, runners) if args.pair == PAIR else None
     times = {mode: [] for mode in modes}
     first_loss = {}
-    for r in range(args.warmup + args.repeats):
+    rounds = tqdm(range(args.warmup + args.repeats), desc=f"rounds of every mode ({args.warmup} warm-up)",
+                  file=sys.stderr)
+    for r in rounds:
         for mode, runner in runners.items():  # interleaved: a slow phase of the machine hits every mode alike
             sync()
             start = time.perf_counter()
@@ -84,7 +87,10 @@ def time_modes(args, modes, workdir):
             if r >= args.warmup:
                 times[mode].append(time.perf_counter() - start)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
-    profiles = {mode: profile(runners[mode], args.warmup + args.repeats) for mode in args.profile if mode in runners}
+    profiled = [mode for mode in args.profile if mode in runners]
+    if profiled:
+        print(f"profiling {', '.join(profiled)}: 3 steps each", file=sys.stderr)
+    profiles = {mode: profile(runners[mode], args.warmup + args.repeats) for mode in profiled}
     return profiles, {mode: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
                              "first_loss": first_loss[mode], "rounds_s": t} for mode, t in times.items()}, tokens, \
         comparison
@@ -118,7 +124,7 @@ def memory_of(args, mode, workdir):
 
 def memory_modes(args, modes):
     out = {}
-    for mode in modes:
+    for mode in tqdm(modes, desc="peak memory, one process per mode", file=sys.stderr):
         cmd = [sys.executable, __file__, "--memory-of", mode, "--pair", args.pair, "--batch-size", str(args.batch_size),
                "--max-length", str(args.max_length), "--batches", str(args.batches)]
         done = subprocess.run(cmd, capture_output=True, text=True)
