@@ -35,8 +35,8 @@ TINY = ["--set", "train.steps=5", "--set", "train.eval_every=0", "--set", "data.
 # grids whose student is SmolLM2-135M (about 10 s a step on one core, 30 s on emails): 2 steps
 LARGE = ["--set", "train.steps=2", "--set", "data.max_train_examples=16"]
 RAW_GEMMA = ["--set", "teacher.model=gemma3-270m"]  # quick: the raw teacher, not the fine-tuned one (not made)
-EMAIL = ["--set", "data.builtin=email-subject", "--set", "data.max_length=384", "--set", "data.max_train_examples=480",
-         "--set", "train.steps=60"]
+EMAIL = ["--set", "data.builtin=email-subject", "--set", "data.max_length=384", "--set", "data.max_train_examples=1095",
+         "--set", "train.steps=137"]
 
 
 @dataclass
@@ -101,7 +101,7 @@ ENTRIES = [
     script("step", ["--pair", "onpolicy"], 0.3, None, python=BENCH_PY),
     teacher("runs/teachers/gemma3-270m-define-word-6000", 1.5),
     compare("crosstok-fresh.yaml", "crosstok-fresh", 2.0, 3, RAW_GEMMA),
-    teacher("runs/teachers/gemma3-270m-email-subject", 0.5, EMAIL),
+    teacher("runs/teachers/gemma3-270m-email-subject", 0.75, EMAIL),
     compare("crosstok-email.yaml", "crosstok-email", 1.5, 6, RAW_GEMMA + LARGE),
     compare("onpolicy.yaml", "onpolicy", 4.3, 3),
     compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8, 1.1),
