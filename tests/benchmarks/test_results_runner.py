@@ -69,3 +69,32 @@ def test_jobs_run_side_by_side_with_a_log_each_and_only_in_the_quick_run(tmp_pat
     with pytest.raises(SystemExit) as e:
         results.main(["--jobs", "2"])
     assert e.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def _commented_train_commands(path):
+    """The `lmdistill train ...` commands written in a YAML file's comments (a trailing backslash continues one)."""
+    lines = [line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    commands, current = [], None
+    for line in lines:
+        if current is not None:
+            current += " " + line.rstrip("\\").strip()
+        elif line.startswith("lmdistill train "):
+            current = line.rstrip("\\").strip()
+        if current is not None and not line.endswith("\\"):
+            commands.append(current.split()[1:])
+            current = None
+    return commands
+
+
+@pytest.mark.parametrize("entry", [e for e in results.ENTRIES if e.name.startswith("teacher ")], ids=lambda e: e.name)
+def test_a_teacher_command_written_in_a_grid_file_is_the_one_results_runs(entry):
+    runs = entry.full[entry.full.index("-m") + 2:]
+    runs = [arg for arg in runs if arg != "--overwrite"]
+    run_dir = next(v for v in _option_values(runs, "--set") if v.startswith("run_dir="))
+    written = [c for f in sorted((ROOT / "benchmarks").glob("*.yaml")) for c in _commented_train_commands(f)
+               if f"--set {run_dir}" in " ".join(c)]
+    for command in written:
+        assert sorted(_option_values(command, "--set")) == sorted(_option_values(runs, "--set")), command
+        assert command[:2] == runs[:2], command
+    if len(_option_values(runs, "--set")) > 1:  # a teacher beyond crosstok-teacher.yaml's own: its grid file says how
+        assert written, f"no benchmarks/*.yaml comment gives the command that makes {run_dir}"
