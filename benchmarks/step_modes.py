@@ -35,16 +35,17 @@ def quiet(*_):
     pass
 
 
-def tiny_teacher(path):
-    """A random 4-layer, 128-wide llama with SmolLM2's tokenizer and vocabulary, saved at `path`."""
+def tiny_model(path, tokenizer_name="smollm2-135m-instruct", hidden=128, layers=4, seed=0):
+    """A random llama with a built-in tokenizer and its whole vocabulary, saved at `path` (by default the tiny
+    pair's 4-layer, 128-wide teacher with SmolLM2's tokenizer)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
     from lmdistill.models import load_tokenizer
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    tokenizer = load_tokenizer(tokenizer_name)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -58,7 +59,7 @@ def load(args, workdir):
     overrides = [f"run_dir={workdir}/run", f"train.batch_size={args.batch_size}", f"data.max_length={args.max_length}",
                  f"data.max_train_examples={args.batch_size * args.batches}"]
     if args.pair == "tiny":
-        overrides += [f"teacher.model={tiny_teacher(workdir / 'teacher')}", "student.spec.hidden_size=64",
+        overrides += [f"teacher.model={tiny_model(workdir / 'teacher')}", "student.spec.hidden_size=64",
                       "student.spec.num_layers=2", "student.spec.num_heads=2", "student.spec.num_kv_heads=1"]
     if args.pair == PAIR:  # the student's encoding: its examples; the teacher's own: split.paired
         config = cross_config(ROOT / "configs/demo.yaml", overrides)
