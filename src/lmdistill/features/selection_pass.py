@@ -50,7 +50,9 @@ class SelectionPass:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         found = selectors.teacher_gradients(teacher, calibration_batches(calibration, pad_id, device), self.layers)
-        chosen = {t: self.selector.select(self.k, self.d_teacher, grads, acts) for t, (grads, acts) in found.items()}
+        # on CPU (effective_dimension, the artifact and its plot read them); prepare() moves them to the device
+        chosen = {t: self.selector.select(self.k, self.d_teacher, grads, acts).to("cpu")
+                  for t, (grads, acts) in found.items()}
         record = {"tokens": len(next(iter(found.values()))[0]), "seconds": round(time.time() - started, 3),
                   **peak_memory_gib(device)}
         if self.selector.functional_spectrum:  # the effective functional dimension, from E[g g^T]'s spectrum

@@ -29,7 +29,7 @@ class Selection:
 
     def to(self, device):
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return Selection(move(self.indices), move(self.basis), self.scores, self.spectrum)
+        return Selection(move(self.indices), move(self.basis), move(self.scores), move(self.spectrum))
 
     def apply(self, teacher_features):
         if self.indices is not None:
