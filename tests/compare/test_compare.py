@@ -206,6 +206,14 @@ def test_quick_grid_uses_its_own_run_dir(tmp_path, word_data):
         load_compare(_compare_file(tmp_path, word_data, quick=None), quick=True)
 
 
+def test_cells_leave_the_teachers_generations_and_baselines_to_the_reference_unless_asked(tmp_path, word_data):
+    cells = grid.cells(load_compare(_compare_file(tmp_path, word_data)))
+    assert cells and not any(c.config.eval.baselines for c in cells)  # computed once per task (reference/TASK.json)
+    asked = grid.cells(load_compare(_compare_file(tmp_path, word_data), overrides=["eval.baselines=true"]))
+    assert all(c.config.eval.baselines for c in asked)
+    assert runner.reference_key(cells[0].config) == runner.reference_key(asked[0].config)
+
+
 def test_set_overrides_every_cells_base_and_run_dir_moves_the_grid(tmp_path, word_data):
     path = _compare_file(tmp_path, word_data, tasks={"a": {}, "b": {"train": {"steps": 7}}})
     compare = load_compare(path, overrides=["train.steps=2", "eval.max_examples=3"], run_dir=tmp_path / "elsewhere")

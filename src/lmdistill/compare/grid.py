@@ -43,6 +43,8 @@ def task_config(compare, task, method, seed):
         # task's references, runs the teacher online)
         if compare.teacher == "cache" and not config.train.responses.writes and cache_serves(config):
             config.teacher_cache = TeacherCacheConfig(dir=str(root / "cache" / task), **compare.cache.model_dump())
+        if "baselines" not in data.get("eval", {}):  # the task's reference record holds them, computed once
+            config.eval.baselines = False
     except UserError as e:
         raise UserError(f"task '{task}', method '{method}': {e}") from None
     for i, objective in enumerate(config.objectives):

@@ -33,6 +33,7 @@ def is_done(cell):
 def reference_key(config):
     """What the reference rows (teacher, trivial baselines) depend on."""
     dumped = config.model_dump(mode="json")
+    dumped["eval"].pop("baselines")  # whether a cell repeats them, not what they are
     return {key: dumped[key] for key in ("teacher", "data", "eval")}
 
 
