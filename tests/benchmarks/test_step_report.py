@@ -42,3 +42,12 @@ def test_a_target_is_missed_when_either_total_time_or_the_per_round_ratio_exceed
     assert total < 1.25 < paired
     assert step_report.time_ratio_line({"mode": mode, "floor": floor}, "mode", "floor", 1.25).endswith("| **no** |")
     assert step_report.time_ratio_line({"mode": mode, "floor": floor}, "mode", "floor", None).endswith("|  |")
+
+
+def test_memory_rows_have_as_many_cells_as_the_time_ratio_table():
+    header = "| ratio | of total time | per round | of medians | target | met |"
+    memory = {m: {"peak_rss_gib": 5.0, "step_increase_gib": 0.5} for m in ("kd", "lens", "x-uld", "x-floor")}
+    rows = step_report.memory_lines(memory)
+    assert len(rows) == 3 and all(row.count("|") == header.count("|") for row in rows)
+    floor = _timing([1.0, 2.0])
+    assert step_report.time_ratio_line({"a": floor, "b": floor}, "a", "b", 1.1).count("|") == header.count("|")
