@@ -51,12 +51,13 @@ def linear_cka(s, t):
 def _infonce_rows(zs, zt, start, stop, temperature, negatives):
     """-log softmax of the positive among the candidates, for anchors start..stop-1: [stop - start]."""
     rows = torch.arange(start, stop, device=zs.device)
+    anchors = rows - start  # each anchor's row in sims
     sims = zs[start:stop] @ zt.T / temperature  # [c, N]: anchor i's positive is column i
-    positive = sims[torch.arange(len(rows), device=rows.device), rows]
+    positive = sims[anchors, rows]
     if negatives is not None and negatives < zt.shape[0] - 1:
         # `negatives` other positions per anchor, drawn without replacement (the RNG state is replayed on recompute)
         draw = torch.rand(sims.shape, device=sims.device)
-        draw[torch.arange(len(rows), device=rows.device), rows] = -1.0
+        draw[anchors, rows] = -1.0
         sims = sims.gather(-1, torch.cat([rows[:, None], draw.topk(negatives, dim=-1).indices], dim=-1))
     return sims.logsumexp(-1) - positive
 
