@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from lmdistill.chunked import chunked_sum
+from lmdistill.crosstok.sorting import sort_descending, top_descending
 
 
 @dataclass
@@ -49,20 +50,20 @@ def top_probs(logits, log_norm, k, log_mass=None):
     logits' order, so only k are ever exponentiated; the rest's mass is the total (exp(log_mass), by default from
     the logits) minus theirs. With k at least the row's length, all of them sorted and no rest."""
     if k >= logits.shape[-1]:
-        return (logits.sort(-1, descending=True).values - log_norm).exp(), 0.0
-    top = (logits.topk(k, -1).values - log_norm).exp()
+        return (sort_descending(logits) - log_norm).exp(), 0.0
+    top = (top_descending(logits, k) - log_norm).exp()
     if log_mass is None:
         log_mass = logits.logsumexp(-1, keepdim=True) - log_norm
     return top, (log_mass.squeeze(-1).exp() - top.sum(-1)).clamp_min(0)
 
 
 def uld_rows(z, tz):
-    """ULD per group from each side's [c, V + 1] (logits, prefix log-prob): sum_k |sort(q)_k - sort(p)_k| with the
+    """ULD per group from each side's (logits [c, V], prefix log-prob [c, 1]): sum_k |sort(q)_k - sort(p)_k| with the
     shorter side padded with zeros, so past its length only the longer side's remaining mass counts. A group's
     probabilities are exp(logit - logsumexp + prefix); they sum to exp(prefix)."""
-    k = min(z.shape[-1], tz.shape[-1]) - 1
-    sides = [top_probs(x[:, :-1], x[:, :-1].logsumexp(-1, keepdim=True) - x[:, -1:], k, x[:, -1:]) for x in (z, tz)]
-    (q, q_rest), (p, p_rest) = sides
+    k = min(z[0].shape[-1], tz[0].shape[-1])
+    (q, q_rest), (p, p_rest) = (top_probs(x, x.logsumexp(-1, keepdim=True) - prefix, k, prefix)
+                                for x, prefix in (z, tz))
     return (q - p).abs().sum(-1) + q_rest + p_rest
 
 
@@ -80,17 +81,17 @@ class HybridRows:
         self.shared_mass, self.groups = 0.0, 0
 
     def __call__(self, z, tz):
-        if self.s_ids.device != z.device:
+        (s_logits, s_prefix), (t_logits, t_prefix) = z, tz
+        if self.s_ids.device != s_logits.device:
             self.s_ids, self.t_ids, self.s_rest, self.t_rest = (
-                x.to(z.device) for x in (self.s_ids, self.t_ids, self.s_rest, self.t_rest))
-        s_logits, t_logits = z[:, :-1], tz[:, :-1]
+                x.to(s_logits.device) for x in (self.s_ids, self.t_ids, self.s_rest, self.t_rest))
         t_lse = t_logits.logsumexp(-1, keepdim=True)
-        s_norm = s_logits.logsumexp(-1, keepdim=True) - z[:, -1:]  # a group's probabilities: exp(logit - norm)
-        t_norm = t_lse - tz[:, -1:]
+        s_norm = s_logits.logsumexp(-1, keepdim=True) - s_prefix  # a group's probabilities: exp(logit - norm)
+        t_norm = t_lse - t_prefix
         t_shared = t_logits[:, self.t_ids]
         with torch.no_grad():
             self.shared_mass += (t_shared.logsumexp(-1, keepdim=True) - t_lse).exp().sum().item()
-            self.groups += len(tz)
+            self.groups += len(t_logits)
         # the divergence softmaxes its inputs: logits over the shared tokens are their renormalised distribution
         exact = self.exact(s_logits[:, self.s_ids], t_shared)
         k = min(len(self.s_rest), len(self.t_rest))
@@ -128,22 +129,28 @@ def group_loss(rows_fn, student_logits, student_targets, student_rows, teacher_i
         t_earlier = earlier_rows(teacher_rows)
         t_prefix = prefix_log_probs(target_log_probs(
             teacher_inputs[t_earlier], teacher_targets[t_earlier], teacher_head, temperature, chunk_size), teacher_rows)
-    s = torch.cat([student_logits[student_rows.last].to(_wide(student_logits)) / temperature, s_prefix[:, None]], -1)
+    # one tensor per side, so that each chunk of it holds its groups' logits and prefixes, and gradients reach both
+    s = torch.cat([_scaled(student_logits[student_rows.last].to(_wide(student_logits)), temperature),
+                   s_prefix[:, None]], -1)
     t = teacher_inputs[teacher_rows.last].detach()
     t = torch.cat([t.to(_wide(t)), t_prefix[:, None].to(_wide(t))], -1)
 
     def logits(sc, tc):
+        """Each side's (logits [c, V], prefix log-prob [c, 1]); the teacher's through its head, if it has one."""
+        tz = tc[:, :-1]
         if teacher_head is not None:
             with torch.no_grad():
-                z = teacher_head.fn(tc[:, :-1].to(teacher_inputs.dtype))
-                tc = torch.cat([z.to(_wide(z)) / temperature, tc[:, -1:].to(_wide(z))], -1)
-        else:
-            tc = torch.cat([tc[:, :-1] / temperature, tc[:, -1:]], -1)
-        return sc, tc
+                tz = teacher_head.fn(tz.to(teacher_inputs.dtype))
+            tz = tz.to(_wide(tz))
+        return (sc[:, :-1], sc[:, -1:]), (_scaled(tz, temperature), tc[:, -1:].to(tz.dtype))
 
     if s.shape[0] == 0:
         return student_logits.sum() * 0.0
     return chunked_sum(logits, rows_fn, chunk_size, s, [t])
+
+
+def _scaled(logits, temperature):
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def _wide(x):
