@@ -11,7 +11,8 @@ RATIOS = [("kd", "floor", 1.10), ("feature", "floor", 1.10), ("lens", "floor", 1
           ("fkl", "trl-gkd", 0.8), ("fkl", "trl-distill", 0.8), ("kd-cache", "kd", None),
           ("x-uld", "x-floor", 1.25), ("x-gold", "x-floor", 1.25), ("x-feature", "x-floor", 1.25),
           ("x-uld-only", "x-floor", None), ("x-uld-only", "trl-gold", 0.8),
-          ("op-ours", "op-trl-gkd", 0.8), ("op-ours", "op-trl-distill", 0.8), ("gen-ours", "gen-bare", round(1 / 0.9, 3))]
+          ("op-ours", "op-trl-gkd", 0.8), ("op-ours", "op-trl-distill", 0.8),
+          ("gen-ours", "gen-bare", round(1 / 0.9, 3))]
 MEMORY_RATIOS = [("x-uld", "x-floor", 1.2), ("x-gold", "x-floor", 1.2), ("x-feature", "x-floor", 1.2),
                  ("x-uld-only", "x-floor", None), ("trl-gold", "x-floor", None)]
 
@@ -58,7 +59,8 @@ def time_ratios(a, b):
 
 def time_ratio_line(times, a, b, target):
     total, paired, medians = time_ratios(times[a], times[b])
-    return (f"| {a} / {b} time | {total:.3f} | {paired:.3f} | {medians:.3f} | {'' if target is None else f'<= {target}'} "
+    bound = "" if target is None else f"<= {target}"
+    return (f"| {a} / {b} time | {total:.3f} | {paired:.3f} | {medians:.3f} | {bound} "
             f"| {met(max(total, paired), target)} |")
 
 
@@ -80,7 +82,8 @@ def comparison_lines(times, comparison):
                  f"over examples) {c['ours_trl_normalised']:.6f}")
     if "float64_trl_normalised" in c:
         ref = c["float64_trl_normalised"]
-        parts.append(f"the same in float64 on the same float32 logits {ref:.6f} (ours {rel(c['ours_trl_normalised'], ref)})")
+        parts.append(f"the same in float64 on the same float32 logits {ref:.6f} "
+                     f"(ours {rel(c['ours_trl_normalised'], ref)})")
     if "trl-gold" in times:
         trl = times["trl-gold"]["first_loss"]
         parts.append(f"trl-gold {trl:.6f} (relative difference {rel(c['ours_trl_normalised'], trl)}"
@@ -99,7 +102,8 @@ def comparison_lines(times, comparison):
 
 def report(args, times, tokens, memory, modes, record, comparison=None):
     lines = [header(f"Step time against the floor and TRL ({args.pair} pair)", record),
-             f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens per "
+             f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens "
+             f"per "
              f"batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after {args.warmup} "
              f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads"
              + trl_note(modes)
@@ -108,7 +112,8 @@ def report(args, times, tokens, memory, modes, record, comparison=None):
              "|---|---|---|---|---|---|---|"]
     for mode in modes:
         t, m = times[mode], memory.get(mode, {})
-        lines.append(f"| {mode} | {t['median_s']:.3f} | {t['min_s']:.3f} | {t['max_s']:.3f} | {tokens / t['median_s']:.0f} "
+        lines.append(f"| {mode} | {t['median_s']:.3f} | {t['min_s']:.3f} | {t['max_s']:.3f} "
+                     f"| {tokens / t['median_s']:.0f} "
                      f"| {m.get('peak_rss_gib', float('nan')):.2f} | {m.get('step_increase_gib', float('nan')):.3f} |")
     lines += ["", "Time ratios: of the total time over the same steps, and the median of the per-round ratios (the "
               "modes of one round run back to back on the same batch, so this pairs them under the same load); met "
@@ -119,11 +124,13 @@ def report(args, times, tokens, memory, modes, record, comparison=None):
     lines += memory_lines(memory) + comparison_lines(times, comparison)
     same = [m for m in ("fkl", "trl-gkd", "trl-distill") if m in times]
     if len(same) > 1:
-        lines += ["", "Same work: the first step's loss (forward KL per response token, same initial student and batch): "
+        lines += ["", "Same work: the first step's loss (forward KL per response token, same initial student and "
+                  "batch): "
                   + ", ".join(f"{m} {times[m]['first_loss']:.5f}" for m in same) + "."]
     if "gen-bare" in times and "gen-ours" in times:
         rates = {m: times[m]["first_loss"] / times[m]["median_s"] for m in ("gen-bare", "gen-ours")}
-        lines += ["", f"Generation: gen-bare {rates['gen-bare']:.0f} generated tokens/s, gen-ours {rates['gen-ours']:.0f} "
+        lines += ["", f"Generation: gen-bare {rates['gen-bare']:.0f} generated tokens/s, "
+                  f"gen-ours {rates['gen-ours']:.0f} "
                   f"(gen-ours / gen-bare {rates['gen-ours'] / rates['gen-bare']:.3f}, target >= 0.9; the time ratio's "
                   f"target above is its inverse). Both generated {times['gen-bare']['first_loss']:.0f} and "
                   f"{times['gen-ours']['first_loss']:.0f} tokens in their first step."]

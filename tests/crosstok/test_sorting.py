@@ -1,4 +1,4 @@
-"""The radix-sort paths of crosstok.sorting give exactly torch.sort's and torch.topk's values, and the same gradients."""
+"""crosstok.sorting's radix-sort paths give exactly torch.sort's and torch.topk's values, and the same gradients."""
 import pytest
 import torch
 
