@@ -103,9 +103,8 @@ def comparison_lines(times, comparison):
 def report(args, times, tokens, memory, modes, record, comparison=None):
     lines = [header(f"Step time against the floor and TRL ({args.pair} pair)", record),
              f"Batch: {args.batch_size} define-word examples of up to {args.max_length} tokens ({tokens:.0f} tokens "
-             f"per "
-             f"batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after {args.warmup} "
-             f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads"
+             f"per batch on average, {args.batches} batches cycled); {args.repeats} interleaved rounds after "
+             f"{args.warmup} warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads"
              + trl_note(modes)
              + ". Every round's time: the .json beside this file.\n",
              "| mode | median s/step | min | max | tokens/s | peak RSS GiB | step's RSS increase GiB |",

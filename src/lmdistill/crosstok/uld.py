@@ -109,7 +109,7 @@ def _complement(ids, size):
 def target_log_probs(inputs, targets, head=None, temperature=1.0, chunk_size=64):
     """[n]: log p(target) of each row, from logits [n, V] or, with a `Head`, hidden states [n, d] (chunked)."""
     if head is None:
-        z = inputs.to(_wide(inputs)) / temperature
+        z = _scaled(inputs.to(_wide(inputs)), temperature)
         return z.gather(-1, targets[:, None]).squeeze(-1) - z.logsumexp(-1)
     out = [target_log_probs(head.fn(x), t, None, temperature) for x, t in
            zip(inputs.split(chunk_size), targets.split(chunk_size))]
