@@ -109,6 +109,7 @@ ENTRIES = [
     compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6, 1.3),
     compare("pretrained-cut.yaml", "pretrained-cut", 6.0, 3),
     compare("pretrained-cross.yaml", "pretrained-cross", 7.0, 4, RAW_GEMMA + LARGE),
+    script("claims", [], 0.001, ["--out", f"{QUICK}/claims"], 0.1),  # reads the grids above, trains nothing
 ]
 
 
