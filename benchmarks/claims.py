@@ -13,8 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from lmdistill.compare.report import difference_text, paired_on
-from lmdistill.compare.stats import holm
+from lmdistill.compare.report import difference_text, holm_cells, paired_comparisons
 from lmdistill.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent / "results"
@@ -53,28 +52,18 @@ def grid_answers(folder):
     answers = []
     for task in compare["tasks"]:
         task_rows = [r for r in rows if r["task"] == task]
-        by = {(r["method"], r["seed"]): r for r in task_rows}
         primary = "bpb" if all("bpb" in r for r in task_rows) else "ce"
-        found = []
         present = {r["method"] for r in task_rows}
-        for index, method, reference in questions([m for m in compare["methods"] if m in present]):
-            seeds = sorted(s for m, s in by if m == method and (reference, s) in by)
-            d = paired_on(by, method, reference, primary, seeds)
-            if d is not None and d["p"] is not None:
-                found.append({"claim": index, "method": method, "reference": reference, "task": task,
-                              "metric": primary, **{k: d[k] for k in ("mean", "interval", "p", "n", "lower_in")},
-                              "text": difference_text(d)})
-        for d, adjusted in zip(found, holm([d["p"] for d in found])):
-            d["holm"], d["family"] = adjusted, len(found)
-        answers += found
+        claim_of = {(method, reference): index for index, method, reference
+                    in questions([m for m in compare["methods"] if m in present])}
+        found, family = paired_comparisons(task_rows, list(claim_of), [primary], primary)
+        kept = ("mean", "interval", "p", "n", "lower_in", "holm")
+        answers += [{"claim": claim_of[(method, reference)], "method": method, "reference": reference, "task": task,
+                     "metric": primary, **{k: d[primary][k] for k in kept}, "family": family,
+                     "text": difference_text(d[primary])}
+                    for method, reference, d in found if d[primary] is not None and "holm" in d[primary]]
     return {"answers": answers, "not_applicable": compare.get("not_applicable") or {},
             "commits": sorted({r["commit"][:10] + ("" if r["clean"] else " (not clean)") for r in rows})}
-
-
-def verdict(d):
-    if d["holm"] > 0.05:
-        return "not resolved"
-    return "first lower" if d["mean"] < 0 else "first higher"
 
 
 def claim_table(index, grids):
@@ -87,8 +76,9 @@ def claim_table(index, grids):
             continue
         mine = [d for d in grid["answers"] if d["claim"] == index]
         for d in mine:
+            p, adjusted, verdict = holm_cells(d)
             lines.append(f"| {label} | {d['task']} | {d['method']} − {d['reference']} | {d['metric']} | {d['text']} "
-                         f"| {d['p']:.3f} | {d['holm']:.3f} ({d['family']}) | {verdict(d)} |")
+                         f"| {p} | {adjusted} ({d['family']}) | {verdict} |")
         missing = {m for m, _ in CLAIMS[index][1]} & set(grid["not_applicable"])
         for method in sorted(missing):
             lines.append(f"| {label} | - | {method}: not applicable | | | | | |")

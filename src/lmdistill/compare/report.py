@@ -65,23 +65,31 @@ def task_table(rows, methods, baseline):
     return "\n".join(lines)
 
 
-def comparisons_table(rows, comparisons, primary="ce"):
-    """Paired differences for chosen (method, reference) pairs, over the seeds both finished, and on the primary
-    metric each one's p-value with Holm's adjustment over the table's comparisons (the family-wise verdict)."""
+def paired_comparisons(rows, comparisons, keys, primary):
+    """(method, reference, {key: paired difference}) for each (method, reference) pair both finished, over the seeds
+    both have; each primary difference with a p-value gains `holm`, adjusted over all of them (the family), whose
+    size is returned too."""
     by = {(r["method"], r["seed"]): r for r in rows}
-    keys = [(key, title) for key, title in DIFFERENCES if any(key in r for r in rows)]
     found = []
     for method, reference in comparisons:
         seeds = sorted(s for m, s in by if m == method and (reference, s) in by)
         if seeds:
-            found.append((method, reference, {key: paired_on(by, method, reference, key, seeds) for key, _ in keys}))
-    if not found:
-        return ""
+            found.append((method, reference, {key: paired_on(by, method, reference, key, seeds) for key in keys}))
     tested = [d[primary] for *_, d in found if d[primary] is not None and d[primary]["p"] is not None]
     for d, adjusted in zip(tested, holm([d["p"] for d in tested])):
         d["holm"] = adjusted
+    return found, len(tested)
+
+
+def comparisons_table(rows, comparisons, primary="ce"):
+    """Paired differences for chosen (method, reference) pairs, over the seeds both finished, and on the primary
+    metric each one's p-value with Holm's adjustment over the table's comparisons (the family-wise verdict)."""
+    keys = [(key, title) for key, title in DIFFERENCES if any(key in r for r in rows)]
+    found, family = paired_comparisons(rows, comparisons, [key for key, _ in keys], primary)
+    if not found:
+        return ""
     lines = ["| comparison | " + " | ".join(f"{title} difference (95 % CI)" for _, title in keys)
-             + f" | {primary} p | Holm p ({len(tested)} comparisons) | Holm verdict at 5 % |",
+             + f" | {primary} p | Holm p ({family} comparisons) | Holm verdict at 5 % |",
              "|---|" + "---|" * (len(keys) + 3)]
     for method, reference, d in found:
         cells = [difference_text(d[key]) for key, _ in keys] + holm_cells(d[primary])
