@@ -11,9 +11,9 @@ from lmdistill.provenance import commit_text, record, summary
 
 METRICS = [("bpb", "bits/byte", "{:.4f}"), ("bpb_before", "bits/byte before", "{:.4f}"), ("ce", "CE", "{:.3f}"),
            ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "acc %", "{:.1f}"),
-           ("gen_bpb", "gen. bits/byte (T)", "{:.3f}"), ("distinct2", "distinct-2", "{:.3f}"), ("loops", "loops %", "{:.0f}"),
-           ("sampled_gen_bpb", "sampled: gen. bits/byte (T)", "{:.3f}"), ("sampled_distinct2", "sampled: distinct-2",
-                                                                           "{:.3f}")]
+           ("gen_bpb", "gen. bits/byte (T)", "{:.3f}"), ("distinct2", "distinct-2", "{:.3f}"),
+           ("loops", "loops %", "{:.0f}"), ("sampled_gen_bpb", "sampled: gen. bits/byte (T)", "{:.3f}"),
+           ("sampled_distinct2", "sampled: distinct-2", "{:.3f}")]
 DIFFERENCES = [("bpb", "bits/byte"), ("ce", "CE"), ("kl", "KL"), ("gen_bpb", "gen. bits/byte")]
 
 
@@ -136,7 +136,8 @@ def plot(path, task, rows, curves, methods, primary="ce"):
     ax.grid(axis="y", alpha=0.3)
     ax = axes[1]
     for method in present:
-        series = [curves[key]["train"] for key in curves if key[0] == task and key[1] == method and curves[key]["train"]]
+        series = [curves[key]["train"] for key in curves
+                  if key[0] == task and key[1] == method and curves[key]["train"]]
         if not series:
             continue
         n = min(len(s) for s in series)
@@ -198,7 +199,8 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
              f"computed with the online teacher; with a teacher of another tokenizer, bits/byte (of the response text, "
              f"teacher-forced) is the metric that compares models, CE is per token of the student's tokenizer and "
-             f"`bits/byte before` is the student's own before training. Differences are method − {baseline}, seed by seed, with a Student-t "
+             f"`bits/byte before` is the student's own before training. Differences are method − {baseline}, "
+             "seed by seed, with a Student-t "
              f"95 % interval; `k/n lower` counts seeds where the method's value is lower. train s: mean training time "
              f"per cell; peak RSS: the largest over the cell's seeds (each cell is its own process).", ""]
     if compare.not_applicable:
@@ -219,7 +221,8 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
         questions = comparisons_table(task_rows, compare.comparisons, primary)
         if questions:
             parts += ["Paired comparisons (negative = the first method is lower, i.e. better). The p-values are "
-                      f"two-sided paired t-tests on {primary}; Holm's adjustment over this table's comparisons keeps the "
+                      f"two-sided paired t-tests on {primary}; Holm's adjustment over this table's comparisons "
+                      "keeps the "
                       "chance of any false verdict among them at 5 %; the raw intervals stay as they are.", "",
                       questions, ""]
         parts += [reference_table(reference), ""]
