@@ -107,6 +107,7 @@ ENTRIES = [
     compare("onpolicy-gjsd.yaml", "onpolicy-gjsd", 0.8, 1.1),
     compare("onpolicy-email.yaml", "onpolicy-email", 0.8, 4),
     compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.6, 1.3),
+    script("equal_time", [], 0.001, ["--out", f"{QUICK}/onpolicy-equal-time"], 0.1),  # reads two grids above
     compare("pretrained-cut.yaml", "pretrained-cut", 6.0, 3),
     compare("pretrained-cross.yaml", "pretrained-cross", 7.0, 4, RAW_GEMMA + LARGE),
     script("claims", [], 0.001, ["--out", f"{QUICK}/claims"], 0.1),  # reads the grids above, trains nothing

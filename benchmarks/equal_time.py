@@ -1,0 +1,78 @@
+"""On-policy distillation at equal wall time (issue 23): off-policy forward-KL KD given about the training time of a
+GKD lmbda-1 cell (benchmarks/onpolicy-walltime.yaml) set beside every method of the 100-step grid
+(benchmarks/onpolicy.yaml), paired seed by seed (the same seed gives the same student initialisation and prompts).
+
+Nothing is trained: the script reads both grids' rows.json and writes benchmarks/results/onpolicy-equal-time/
+(report.md, rows.json, provenance.json). Holm's family is the table of comparisons on one task.
+
+    python benchmarks/equal_time.py
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lmdistill.compare.report import comparisons_table, task_table
+from lmdistill.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent / "results"
+LONG = "kd-fkl (equal time)"
+AGAINST = ["gkd1-fkl", "gkd1-rkl", "gkd0.5-fkl", "gkd0.5-rkl", "distillm", "seqkd", "kd-fkl"]
+
+
+def merged_rows(steps_rows, time_rows):
+    """The 100-step grid's rows plus the equal-time grid's, whose kd-fkl is renamed LONG; tasks both grids ran."""
+    tasks = {r["task"] for r in time_rows}
+    long = [{**r, "method": LONG} for r in time_rows if r["method"] == "kd-fkl"]
+    return [r for r in steps_rows if r["task"] in tasks] + long
+
+
+def read_rows(folder):
+    path = folder / "rows.json"
+    if not path.is_file():
+        print(f"error: {path} is missing; run `lmdistill compare benchmarks/{folder.name}.yaml` first",
+              file=sys.stderr)
+        sys.exit(2)
+    return json.loads(path.read_text())
+
+
+def steps_text(steps):
+    return " / ".join(str(s) for s in sorted(steps)) or "-"
+
+
+def report(rows):
+    parts = []
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task]
+        methods = [LONG] + sorted({r["method"] for r in mine} - {LONG})
+        long, short = ({r["steps"] for r in mine if (r["method"] == LONG) == is_long} for is_long in (True, False))
+        parts += [f"## {task}", "", f"`{LONG}`: {steps_text(long)} steps; the other methods {steps_text(short)}.",
+                  "", task_table(mine, methods, LONG), "",
+                  "Paired comparisons (negative = the first method is lower, i.e. better):", "",
+                  comparisons_table(mine, [(LONG, m) for m in AGAINST], "ce"), ""]
+    return parts
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(ROOT), help="the folder holding both grids' results folders")
+    p.add_argument("--out", default=str(ROOT / "onpolicy-equal-time"))
+    args = p.parse_args(argv)
+    results, out = Path(args.results), Path(args.out)
+    rows = merged_rows(read_rows(results / "onpolicy"), read_rows(results / "onpolicy-walltime"))
+    from lmdistill.provenance import record, summary
+    provenance = record(exclude=[out])
+    parts = ["# Off-policy KD at the training time of on-policy GKD", "", f"Made by: {summary(provenance)}  ", "",
+             f"`{LONG}` is `benchmarks/onpolicy-walltime.yaml`'s forward-KL KD, given the steps that take about the "
+             "training time of a GKD lmbda-1 cell; the other rows are `benchmarks/onpolicy.yaml`'s 100-step cells. "
+             f"Differences are method − {LONG} over the seeds both have (negative = lower, i.e. better); train s is "
+             "each cell's training time (generation included), the quantity held equal.", ""] + report(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.md", "\n".join(parts))
+    atomic_write_text(out / "rows.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(out / "provenance.json", json.dumps(provenance, indent=1) + "\n")
+    print(f"wrote {out}/report.md")
+
+
+if __name__ == "__main__":
+    main()
