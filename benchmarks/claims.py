@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from common import header, provenance, write_provenance
 from lmdistill.compare.report import difference_text, holm_cells, paired_comparisons
 from lmdistill.io import atomic_write_text
 
@@ -92,11 +93,10 @@ def main():
     p.add_argument("--results", default=str(ROOT), help="the folder holding each grid's results folder")
     p.add_argument("--out", default=str(ROOT / "claims"))
     args = p.parse_args()
-    from lmdistill.provenance import record, summary
     out = Path(args.out)
-    provenance = record(exclude=[out])
+    record = provenance(out)
     grids = {name: grid_answers(Path(args.results) / name) for _, name in SETTINGS}
-    parts = ["# The seed papers' claims, per setting", "", f"Made by: {summary(provenance)}  ", "",
+    parts = [header("The seed papers' claims, per setting", record) +
              "Each row pairs two methods of one compare grid seed by seed (negative = the first is lower, i.e. "
              "better). p: two-sided paired t-test; Holm p: adjusted over all of this file's comparisons that the "
              "grid answers on that task (the count in brackets). Grids and the commits their cells ran at:", ""]
@@ -110,7 +110,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "claims.md", "\n".join(parts) + "\n")
     atomic_write_text(out / "claims.json", json.dumps(grids, indent=1) + "\n")
-    atomic_write_text(out / "provenance.json", json.dumps(provenance, indent=1) + "\n")
+    write_provenance(out / "provenance.json", record)
     print(f"wrote {out}/claims.md")
 
 

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from lmdistill import provenance as _provenance
+from lmdistill.io import atomic_write_text
 from lmdistill.compare.stats import mean_std_text as mean_std
 
 _RECORDS = {}
@@ -68,7 +69,7 @@ def cells_code(rows):
 def write_provenance(path, record):
     """The record as JSON at `path` (e.g. OUT/provenance.json), beside the results it describes."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def header(title, record):

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from common import header, provenance, write_provenance
 from lmdistill.compare.report import comparisons_table, task_table
 from lmdistill.io import atomic_write_text
 
@@ -60,9 +61,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     results, out = Path(args.results), Path(args.out)
     rows = merged_rows(read_rows(results / "onpolicy"), read_rows(results / "onpolicy-walltime"))
-    from lmdistill.provenance import record, summary
-    provenance = record(exclude=[out])
-    parts = ["# Off-policy KD at the training time of on-policy GKD", "", f"Made by: {summary(provenance)}  ", "",
+    record = provenance(out)
+    parts = [header("Off-policy KD at the training time of on-policy GKD", record) +
              f"`{LONG}` is `benchmarks/onpolicy-walltime.yaml`'s forward-KL KD, given the steps that take about the "
              "training time of a GKD lmbda-1 cell; the other rows are `benchmarks/onpolicy.yaml`'s 100-step cells. "
              f"Differences are method − {LONG} over the seeds both have (negative = lower, i.e. better); train s is "
@@ -70,7 +70,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", "\n".join(parts))
     atomic_write_text(out / "rows.json", json.dumps(rows, indent=1) + "\n")
-    atomic_write_text(out / "provenance.json", json.dumps(provenance, indent=1) + "\n")
+    write_provenance(out / "provenance.json", record)
     print(f"wrote {out}/report.md")
 
 

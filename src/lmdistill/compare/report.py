@@ -200,9 +200,9 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
              f"computed with the online teacher; with a teacher of another tokenizer, bits/byte (of the response text, "
              f"teacher-forced) is the metric that compares models, CE is per token of the student's tokenizer and "
              f"`bits/byte before` is the student's own before training. Differences are method − {baseline}, "
-             "seed by seed, with a Student-t "
-             f"95 % interval; `k/n lower` counts seeds where the method's value is lower. train s: mean training time "
-             f"per cell; peak RSS: the largest over the cell's seeds (each cell is its own process).", ""]
+             "seed by seed, with a Student-t 95 % interval; `k/n lower` counts seeds where the method's value is "
+             "lower. train s: mean training time per cell; peak RSS: the largest over the cell's seeds (each cell is "
+             "its own process).", ""]
     if compare.not_applicable:
         parts += ["Not applicable in this grid:", ""] + [f"- {name}: {why}" for name, why in
                                                          compare.not_applicable.items()] + [""]
@@ -222,9 +222,8 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
         if questions:
             parts += ["Paired comparisons (negative = the first method is lower, i.e. better). The p-values are "
                       f"two-sided paired t-tests on {primary}; Holm's adjustment over this table's comparisons "
-                      "keeps the "
-                      "chance of any false verdict among them at 5 %; the raw intervals stay as they are.", "",
-                      questions, ""]
+                      "keeps the chance of any false verdict among them at 5 %; the raw intervals stay as they are.",
+                      "", questions, ""]
         parts += [reference_table(reference), ""]
         image = f"compare-{task}.png"
         plot(root / image, task, task_rows, curves, methods, primary)
