@@ -38,6 +38,11 @@ RAW_GEMMA = ["--set", "teacher.model=gemma3-270m"]  # quick: the raw teacher, no
 EMAIL = ["--set", "data.builtin=email-subject", "--set", "data.max_length=384", "--set", "data.max_train_examples=1095",
          "--set", "train.steps=137"]
 
+# generalized JSD against forward and reverse KL at the same lmbda, and against off-policy KD (two grids, one pairing)
+JOIN_GJSD = ["onpolicy", "onpolicy-gjsd", "--baseline", "kd-fkl", "--compare", "gkd1-gjsd:gkd1-fkl",
+             "gkd1-gjsd:gkd1-rkl", "gkd0.5-gjsd:gkd0.5-fkl", "gkd0.5-gjsd:gkd0.5-rkl", "gkd1-gjsd:kd-fkl",
+             "gkd0.5-gjsd:kd-fkl"]
+
 
 @dataclass
 class Entry:
@@ -108,6 +113,8 @@ ENTRIES = [
     compare("onpolicy-email.yaml", "onpolicy-email", 1.5, 4),  # seeds 0-1 measured: 33 and 26 min, cache 5 min
     compare("onpolicy-walltime.yaml", "onpolicy-walltime", 0.55, 1.3),
     script("equal_time", [], 0.001, ["--out", f"{QUICK}/onpolicy-equal-time"], 0.1),  # reads two grids above
+    script("joined", JOIN_GJSD + ["--out", "benchmarks/results/onpolicy-joined"], 0.001,
+           JOIN_GJSD + ["--out", f"{QUICK}/onpolicy-joined"], 0.1),  # reads onpolicy and onpolicy-gjsd
     compare("pretrained-cut.yaml", "pretrained-cut", 6.0, 3),
     compare("pretrained-cross.yaml", "pretrained-cross", 7.0, 4, RAW_GEMMA + LARGE),
     script("claims", [], 0.001, ["--out", f"{QUICK}/claims"], 0.1),  # reads the grids above, trains nothing
