@@ -57,34 +57,56 @@ def grid_answers(folder):
         present = {r["method"] for r in task_rows}
         claim_of = {(method, reference): index for index, method, reference
                     in questions([m for m in compare["methods"] if m in present])}
-        found, family = paired_comparisons(task_rows, list(claim_of), [primary], primary)
+        found, family = paired_comparisons(task_rows, list(claim_of), [primary, "rougeL"], primary)
         kept = ("mean", "interval", "p", "n", "lower_in", "holm")
         answers += [{"claim": claim_of[(method, reference)], "method": method, "reference": reference, "task": task,
                      "metric": primary, **{k: d[primary][k] for k in kept}, "family": family,
-                     "text": difference_text(d[primary])}
+                     "text": difference_text(d[primary]), "rougeL": d["rougeL"],
+                     "rougeL_text": difference_text(d["rougeL"])}
                     for method, reference, d in found if d[primary] is not None and "holm" in d[primary]]
     return {"answers": answers, "not_applicable": compare.get("not_applicable") or {},
             "commits": sorted({r["commit"][:10] + ("" if r["clean"] else " (not clean)") for r in rows})}
 
 
 def claim_table(index, grids):
-    lines = ["| setting | task | comparison | metric | difference (95 % CI) | p | Holm p | Holm verdict at 5 % |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | task | comparison | metric | difference (95 % CI) | p | Holm p | Holm verdict at 5 % "
+             "| ROUGE-L difference (95 % CI) |", "|---|---|---|---|---|---|---|---|---|"]
     for label, name in SETTINGS:
         grid = grids[name]
         if grid is None:
-            lines.append(f"| {label} | - | (grid `{name}` not run yet) | | | | | |")
+            lines.append(f"| {label} | - | (grid `{name}` not run yet) | | | | | | |")
             continue
         mine = [d for d in grid["answers"] if d["claim"] == index]
         for d in mine:
             p, adjusted, verdict = holm_cells(d)
             lines.append(f"| {label} | {d['task']} | {d['method']} − {d['reference']} | {d['metric']} | {d['text']} "
-                         f"| {p} | {adjusted} ({d['family']}) | {verdict} |")
+                         f"| {p} | {adjusted} ({d['family']}) | {verdict} | {d['rougeL_text']} |")
         missing = {m for m, _ in CLAIMS[index][1]} & set(grid["not_applicable"])
         for method in sorted(missing):
-            lines.append(f"| {label} | - | {method}: not applicable | | | | | |")
+            lines.append(f"| {label} | - | {method}: not applicable | | | | | | |")
         if not mine and not missing:
-            lines.append(f"| {label} | - | (the grid has none of these methods) | | | | | |")
+            lines.append(f"| {label} | - | (the grid has none of these methods) | | | | | | |")
+    return "\n".join(lines)
+
+
+def excludes_zero(d):
+    return d is not None and d["interval"] is not None and (d["interval"][0] > 0 or d["interval"][1] < 0)
+
+
+def separation_table(grids):
+    """Per setting and task: of the comparisons answered, how many the primary metric's raw 95 % interval separates
+    (excludes 0), how many Holm resolves, and how many ROUGE-L's raw interval separates."""
+    lines = ["| setting | task | comparisons | primary metric: interval excludes 0 | Holm-resolved "
+             "| ROUGE-L: interval excludes 0 |", "|---|---|---|---|---|---|"]
+    for label, name in SETTINGS:
+        answers = (grids[name] or {}).get("answers", [])
+        for task in sorted({d["task"] for d in answers}):
+            mine = [d for d in answers if d["task"] == task]
+            rouge = [d for d in mine if d["rougeL"] is not None]
+            rouge_text = f"{sum(excludes_zero(d['rougeL']) for d in rouge)} of {len(rouge)}" if rouge else "-"
+            lines.append(f"| {label} | {task} | {len(mine)} | {mine[0]['metric']}: "
+                         f"{sum(excludes_zero(d) for d in mine)} | {sum(d['holm'] < 0.05 for d in mine)} "
+                         f"| {rouge_text} |")
     return "\n".join(lines)
 
 
@@ -107,6 +129,10 @@ def main():
         parts.append(f"- {label}: `benchmarks/results/{name}/` ({state}{caveat})")
     for index, (claim, _) in enumerate(CLAIMS):
         parts += ["", f"## {claim}", "", claim_table(index, grids)]
+    parts += ["", "## Does ROUGE-L separate the methods?", "",
+              "The same comparisons on ROUGE-L of greedy generations (the papers' metric) beside the primary metric: "
+              "how many of each task's comparisons each one's raw paired 95 % interval separates.", "",
+              separation_table(grids)]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "claims.md", "\n".join(parts) + "\n")
     atomic_write_text(out / "claims.json", json.dumps(grids, indent=1) + "\n")

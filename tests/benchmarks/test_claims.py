@@ -55,3 +55,19 @@ def test_the_report_lists_grids_not_run_and_methods_not_applicable(tmp_path, mon
     assert "distillens: not applicable" in text
     assert "| random 6x256 student | t | flexkd − projection | ce |" in text
     assert json.loads((tmp_path / "out" / "provenance.json").read_text())["git"]["commit"]
+
+
+def test_rouge_l_is_compared_beside_the_primary_metric_and_its_separation_counted(tmp_path, monkeypatch):
+    rows = _grid(tmp_path / "results" / "pretrained-cut", random.Random(2))
+    rouge = {"flexkd": [10.0, 12.0, 11.0], "best": [50.0, 51.0, 52.0]}  # others 11 on every seed
+    for r in rows:
+        r["rougeL"] = rouge.get(r["method"], [11.0] * 3)[r["seed"]]
+    (tmp_path / "results" / "pretrained-cut" / "rows.json").write_text(json.dumps(rows))
+    monkeypatch.setattr(sys, "argv", ["claims.py", "--results", str(tmp_path / "results"),
+                                      "--out", str(tmp_path / "out")])
+    claims.main()
+    text = (tmp_path / "out" / "claims.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| pretrained cut student | t | flexkd − pca |"))
+    assert line.endswith("| +0.000 [−2.484, +2.484] (1/3 lower) |")  # diffs -1, +1, 0: sd 1, t 4.303 / sqrt 3
+    # best beats each of the 5 others by about 40; flexkd's three differences straddle 0
+    assert "| pretrained cut student | t | 8 | ce: " in text and text.rstrip().endswith("| 5 of 8 |")
