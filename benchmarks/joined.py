@@ -62,6 +62,7 @@ def task_parts(rows, baseline, pairs):
     for task in sorted({r["task"] for r in rows}):
         mine = [r for r in rows if r["task"] == task]
         if baseline not in {r["method"] for r in mine}:
+            parts += [f"## {task}", "", f"(no cells of the baseline {baseline} on this task: not compared)", ""]
             continue
         methods = [baseline] + sorted({r["method"] for r in mine} - {baseline})
         chosen = [(a, b) for a, b in pairs if {a, b} <= set(methods)]
