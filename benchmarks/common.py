@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: one training cell, mean ± std over seeds, paired differences, the report header."""
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -75,3 +76,32 @@ def write_provenance(path, record):
 def header(title, record):
     """Title, then the code (commit, clean or not), versions, machine and kernels, command and date."""
     return f"# {title}\n\n{_provenance.summary(record)}\n\n"
+
+
+def grid_file(folder, part):
+    """A committed compare grid's file (rows.json, compare.yaml), or a one-line error and exit 2 when it is missing."""
+    path = Path(folder) / part
+    if not path.is_file():
+        print(f"error: {path} is missing; run `lmdistill compare benchmarks/{Path(folder).name}.yaml` first",
+              file=sys.stderr)
+        sys.exit(2)
+    return path
+
+
+def paired_section(task, rows, methods, baseline, comparisons, intro=()):
+    """One task of a report that pairs committed cells: the compare report's table over `methods` against
+    `baseline`, then the chosen comparisons with Holm's adjustment over them."""
+    from lmdistill.compare.report import comparisons_table, task_table
+    return [f"## {task}", "", *intro, task_table(rows, methods, baseline), "",
+            "Paired comparisons (negative = the first method is lower, i.e. better):", "",
+            comparisons_table(rows, comparisons, "ce"), ""]
+
+
+def write_paired_report(out, parts, rows, record):
+    """OUT/report.md, OUT/rows.json and OUT/provenance.json, each written under a temp name and renamed."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.md", "\n".join(parts))
+    atomic_write_text(out / "rows.json", json.dumps(rows, indent=1) + "\n")
+    write_provenance(out / "provenance.json", record)
+    print(f"wrote {out}/report.md")

@@ -9,12 +9,9 @@ Nothing is trained: the script reads both grids' rows.json and writes benchmarks
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from common import header, provenance, write_provenance
-from lmdistill.compare.report import comparisons_table, task_table
-from lmdistill.io import atomic_write_text
+from common import grid_file, header, paired_section, provenance, write_paired_report
 
 ROOT = Path(__file__).resolve().parent / "results"
 LONG = "kd-fkl (equal time)"
@@ -29,12 +26,7 @@ def merged_rows(steps_rows, time_rows):
 
 
 def read_rows(folder):
-    path = folder / "rows.json"
-    if not path.is_file():
-        print(f"error: {path} is missing; run `lmdistill compare benchmarks/{folder.name}.yaml` first",
-              file=sys.stderr)
-        sys.exit(2)
-    return json.loads(path.read_text())
+    return json.loads(grid_file(folder, "rows.json").read_text())
 
 
 def steps_text(steps):
@@ -47,10 +39,8 @@ def report(rows):
         mine = [r for r in rows if r["task"] == task]
         methods = [LONG] + sorted({r["method"] for r in mine} - {LONG})
         long, short = ({r["steps"] for r in mine if (r["method"] == LONG) == is_long} for is_long in (True, False))
-        parts += [f"## {task}", "", f"`{LONG}`: {steps_text(long)} steps; the other methods {steps_text(short)}.",
-                  "", task_table(mine, methods, LONG), "",
-                  "Paired comparisons (negative = the first method is lower, i.e. better):", "",
-                  comparisons_table(mine, [(LONG, m) for m in AGAINST], "ce"), ""]
+        steps = f"`{LONG}`: {steps_text(long)} steps; the other methods {steps_text(short)}."
+        parts += paired_section(task, mine, methods, LONG, [(LONG, m) for m in AGAINST], intro=[steps, ""])
     return parts
 
 
@@ -67,11 +57,7 @@ def main(argv=None):
              "training time of a GKD lmbda-1 cell; the other rows are `benchmarks/onpolicy.yaml`'s 100-step cells. "
              f"Differences are method − {LONG} over the seeds both have (negative = lower, i.e. better); train s is "
              "each cell's training time (generation included), the quantity held equal.", ""] + report(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", "\n".join(parts))
-    atomic_write_text(out / "rows.json", json.dumps(rows, indent=1) + "\n")
-    write_provenance(out / "provenance.json", record)
-    print(f"wrote {out}/report.md")
+    write_paired_report(out, parts, rows, record)
 
 
 if __name__ == "__main__":

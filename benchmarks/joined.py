@@ -17,9 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from common import header, provenance, write_provenance
-from lmdistill.compare.report import comparisons_table, task_table
-from lmdistill.io import atomic_write_text
+from common import grid_file, header, paired_section, provenance, write_paired_report
 
 ROOT = Path(__file__).resolve().parent / "results"
 
@@ -31,11 +29,8 @@ def fail(message):
 
 def read_grid(results, name):
     """(compare.yaml as resolved by compare, rows) of one grid's results folder."""
-    folder = results / name
-    for part in ("compare.yaml", "rows.json"):
-        if not (folder / part).is_file():
-            fail(f"{folder / part} is missing; run `lmdistill compare benchmarks/{name}.yaml` first")
-    return yaml.safe_load((folder / "compare.yaml").read_text()), json.loads((folder / "rows.json").read_text())
+    spec, rows = (grid_file(results / name, part) for part in ("compare.yaml", "rows.json"))
+    return yaml.safe_load(spec.read_text()), json.loads(rows.read_text())
 
 
 def check_pairable(grids):
@@ -66,9 +61,7 @@ def task_parts(rows, baseline, pairs):
             continue
         methods = [baseline] + sorted({r["method"] for r in mine} - {baseline})
         chosen = [(a, b) for a, b in pairs if {a, b} <= set(methods)]
-        parts += [f"## {task}", "", task_table(mine, methods, baseline), "",
-                  "Paired comparisons (negative = the first method is lower, i.e. better):", "",
-                  comparisons_table(mine, chosen, "ce"), ""]
+        parts += paired_section(task, mine, methods, baseline, chosen)
     return parts
 
 
@@ -98,11 +91,7 @@ def main(argv=None):
              f"initialisation and batches. Differences are method − {args.baseline}.")
     parts = [header(f"Joined grids: {' + '.join(args.grids)}", record) + intro, ""]
     parts += task_parts(rows, args.baseline, pairs)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", "\n".join(parts))
-    atomic_write_text(out / "rows.json", json.dumps(rows, indent=1) + "\n")
-    write_provenance(out / "provenance.json", record)
-    print(f"wrote {out}/report.md")
+    write_paired_report(out, parts, rows, record)
 
 
 if __name__ == "__main__":
