@@ -18,7 +18,8 @@ from lmdistill.compare.report import difference_text, holm_cells, paired_compari
 from lmdistill.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent / "results"
-SETTINGS = [("random 6x256 student", "methods"), ("pretrained cut student", "pretrained-cut"),
+SETTINGS = [("random 6x256 student", "methods"), ("random 6x256 student, controls at one commit", "methods-controls"),
+            ("pretrained cut student", "pretrained-cut"),
             ("pretrained cross-tokenizer student", "pretrained-cross")]
 CLAIMS = [
     ("Flex-KD: gradient-selected teacher directions, no projector, do as well as a learned projector",
@@ -30,8 +31,9 @@ CLAIMS = [
     ("Survey: logit KD plus a feature term (`best`) beats every other method",
      [("best", "*")]),
 ]
-CAVEATS = {"methods": "made before 3698070: its `random` control drew one subset (seed 0) for every seed, and it "
-                      "has no reverse-KL-alone method (`rkl`)"}
+CAVEATS = {"methods": "made before 3698070: its `random` control drew one subset and `projection` one initialisation "
+                      "(seed 0's) for every seed, and it has no reverse-KL-alone method (`rkl`); `methods-controls` "
+                      "asks those questions again at one commit"}
 
 
 def questions(methods):

@@ -1,7 +1,7 @@
 """Every result the README states, made again at the current commit: each benchmark script and compare file in turn,
 each writing its results folder with its provenance (commit, clean tree or not, versions, machine, command, date).
 
-    python benchmarks/results.py            # all of them (`make results`): the hours below, about 43 on 2 cores
+    python benchmarks/results.py            # all of them (`make results`): the hours below, about 45 on 2 cores
     python benchmarks/results.py --quick    # each at a tiny budget into benchmarks/results-quick/
     python benchmarks/results.py --quick --jobs 2   # two entries at a time (`make results-quick`)
     python benchmarks/results.py --list     # what runs, in order, with its command and estimated time
@@ -79,6 +79,7 @@ def teacher(run_dir, hours, extra=()):
 
 ENTRIES = [
     compare("methods.yaml", "methods", 6.0, 5),
+    compare("methods-controls.yaml", "methods-controls", 1.6, 3),  # sized from methods' define-word cells
     Entry("methods --quick", lmdistill("compare", "benchmarks/methods.yaml", "--quick"), 0.8, None),
     compare("survey.yaml", "survey", 3.0, 2),
     script("distillens", ["--steps", "300", "--seeds", "0", "1", "2"], 1.5,

@@ -162,7 +162,8 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
                       train_teacher=training_teacher(parts, accelerator, log) or teacher)
     if resume:
         trainer.resume()
-    before = untrained(parts, student_lm, accelerator, trainer.sharded) if parts.cross_tokenizer and not resume else None
+    pretrained = config.student.spec is None  # loaded or cut from the teacher: its own level is worth knowing
+    before = untrained(parts, student_lm, accelerator, trainer.sharded) if pretrained and not resume else None
     n_params = sum(p.numel() for p in parts.student.parameters())
     log(f"student: {n_params / 1e6:.1f}M parameters; teacher: "
         f"{sum(p.numel() for p in parts.teacher.parameters()) / 1e6:.1f}M; {config.train.steps} steps")
@@ -199,7 +200,7 @@ def untrained(parts, student_lm, accelerator, sharded=False):
     split = parts.config.eval.split
     forced = teacher_forced(student_lm, None, held_out(parts, split), parts.config.eval.batch_size,
                             parts.tokenizer.pad_token_id, accelerator.device, parts.splits[split].paired)
-    return {"ce": forced["ce"], "bpb": forced["bpb"]}
+    return {"ce": forced["ce"], **({"bpb": forced["bpb"]} if parts.cross_tokenizer else {})}
 
 
 def _finish(parts, trainer, teacher, run_dir, history, times, log, before=None):

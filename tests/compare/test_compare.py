@@ -2,6 +2,7 @@
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -85,6 +86,19 @@ def test_task_table_shows_means_and_paired_intervals():
     assert "Holm p (2 comparisons)" in pairs[0]
     holm_p = min(1.0, 2 * d["p"])
     assert pairs[2].endswith(f"| {d['p']:.3f} | {holm_p:.3f} | not resolved |") and holm_p > 0.05
+
+
+def test_a_pretrained_students_level_before_training_reaches_the_row_the_log_and_the_table(tmp_path):
+    (tmp_path / "eval.json").write_text(json.dumps({"metrics": {"student": {"ce": 5.5, "kl": 4.0},
+                                                                "student before training": {"ce": 14.25}}}))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 9.0}) + "\n")
+    cell = SimpleNamespace(run_dir=tmp_path, task="t", method="sft", seed=0,
+                           config=SimpleNamespace(train=SimpleNamespace(steps=1)))
+    row, curves = runner.cell_row(cell)
+    assert row["ce_before"] == 14.25 and "bpb_before" not in row and curves["train"] == [(1, 9.0)]
+    assert runner.scores_text(row) == "CE 5.500 (before training 14.250), KL 4.000"
+    lines = task_table([row], ["sft"], "sft").splitlines()
+    assert "| CE | CE before |" in lines[0] and "| 5.500 | 14.250 |" in lines[2]
 
 
 def test_holm_verdicts_in_the_comparisons_table():

@@ -173,6 +173,11 @@ def test_a_cut_student_trains_and_saves(tmp_path, word_data):
     result = train(config, log=lambda *_: None)
     lines = [json.loads(line) for line in open(tmp_path / "run/metrics.jsonl") if '"train"' in line]
     assert lines[-1]["loss"] < lines[0]["loss"] and result["metrics"]["student"]["ce"] > 0
+    # a pretrained student's own level is measured before training, on the same held-out examples; in CE alone,
+    # which compares it with the trained student when the two share a tokenizer
+    before = result["metrics"]["student before training"]
+    assert set(before) == {"ce"} and before["ce"] > 0 and before["ce"] != result["metrics"]["student"]["ce"]
+    assert "| student before training |" in (tmp_path / "run/report.md").read_text()
     saved = load_model(str(tmp_path / "run/student"))
     assert (saved.config.hidden_size, saved.config.num_hidden_layers, saved.config.tie_word_embeddings) == (252, 8, False)
 

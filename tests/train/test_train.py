@@ -36,6 +36,7 @@ def test_real_run_learns_and_writes_outputs(tmp_path, word_data):
     assert student["ce"] < math.log(49152) - 2  # far below a uniform guess
     assert student["kl"] > 0 and result["metrics"]["teacher"]["ce"] > 0
     assert {"constant", "echo"} <= set(result["metrics"]) and "rougeL" in student
+    assert "student before training" not in result["metrics"]  # a fresh student has no level of its own to report
     assert {"gen_bpb", "gen_nll", "distinct1", "distinct2", "loops"} <= set(student)
     assert "generations: teacher's bits/byte" in (run / "report.md").read_text()
     for name in ("config.yaml", "metrics.jsonl", "report.md", "eval.json", "student/model.safetensors",

@@ -10,6 +10,7 @@ from lmdistill.io import atomic_write_bytes, atomic_write_text
 from lmdistill.provenance import commit_text, record, summary
 
 METRICS = [("bpb", "bits/byte", "{:.4f}"), ("bpb_before", "bits/byte before", "{:.4f}"), ("ce", "CE", "{:.3f}"),
+           ("ce_before", "CE before", "{:.3f}"),
            ("kl", "KL(T‖S)", "{:.3f}"), ("rougeL", "ROUGE-L", "{:.1f}"), ("accuracy", "acc %", "{:.1f}"),
            ("gen_bpb", "gen. bits/byte (T)", "{:.3f}"), ("distinct2", "distinct-2", "{:.3f}"),
            ("loops", "loops %", "{:.0f}"), ("sampled_gen_bpb", "sampled: gen. bits/byte (T)", "{:.3f}"),
@@ -198,8 +199,8 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
              "Every method of a seed starts from the same student initialisation and sees the same batches (paired). "
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
              f"computed with the online teacher; with a teacher of another tokenizer, bits/byte (of the response text, "
-             f"teacher-forced) is the metric that compares models, CE is per token of the student's tokenizer and "
-             f"`bits/byte before` is the student's own before training. Differences are method − {baseline}, "
+             f"teacher-forced) is the metric that compares models and CE is per token of the student's tokenizer; "
+             f"`CE before` and `bits/byte before` are a pretrained student's own before training. Differences are method − {baseline}, "
              "seed by seed, with a Student-t 95 % interval; `k/n lower` counts seeds where the method's value is "
              "lower. train s: mean training time per cell; peak RSS: the largest over the cell's seeds (each cell is "
              "its own process).", ""]

@@ -121,14 +121,22 @@ def run_cell(cell, log=print):
 ROW_METRICS = ("bpb", "ce", "kl", "rougeL", "accuracy", "gen_bpb", "gen_nll", "distinct1", "distinct2", "loops")
 
 
+def scores_text(row):
+    """A finished cell's line in the progress log: its primary metric, beside its student's level before training."""
+    if "bpb" in row:
+        return f"bits/byte {row['bpb']:.4f} (before training {row['bpb_before']:.4f}), CE {row['ce']:.3f}"
+    before = f" (before training {row['ce_before']:.3f})" if "ce_before" in row else ""
+    return f"CE {row['ce']:.3f}{before}, KL {row.get('kl', float('nan')):.3f}"
+
+
 def cell_row(cell):
     result = json.loads((cell.run_dir / "eval.json").read_text())
     student = result["metrics"]["student"]
-    before = result["metrics"].get("student before training", {})  # a cross-tokenizer run's untrained student
+    before = result["metrics"].get("student before training", {})  # a pretrained student's own level
     git = result.get("provenance", {}).get("git", {})
     row = {"task": cell.task, "method": cell.method, "seed": cell.seed, "steps": cell.config.train.steps,
            **{k: student[k] for k in ROW_METRICS if k in student},
-           **({"bpb_before": before["bpb"]} if "bpb" in before else {}),
+           **{f"{k}_before": before[k] for k in ("bpb", "ce") if k in before},
            **{f"sampled_{k}": v for k, v in result["metrics"].get("student (sampled)", {}).items() if k in ROW_METRICS},
            **result.get("resources", {}), "commit": git.get("commit"), "clean": git.get("clean")}
     curves = {"train": [], "dev": []}
@@ -173,9 +181,7 @@ def run_compare(path, quick=False, report_only=False, online=False, log=print, o
                 continue
             trained += 1
             row, _ = cell_row(cell)
-            scores = (f"bits/byte {row['bpb']:.4f} (before training {row['bpb_before']:.4f}), CE {row['ce']:.3f}"
-                      if "bpb" in row else f"CE {row['ce']:.3f}, KL {row.get('kl', float('nan')):.3f}")
-            log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: {scores} ({seconds:.0f} s)")
+            log(f"[{grid.index(cell) + 1}/{len(grid)}] {where}: {scores_text(row)} ({seconds:.0f} s)")
     finished = [c for c in grid if is_done(c)]
     rows, curves = [], {}
     for cell in finished:
