@@ -200,7 +200,8 @@ def write_report(compare, rows, curves, references, root, run_note="", online=()
              f"CE and KL(T‖S) are teacher-forced nats per response token on held-out examples (lower is better), "
              f"computed with the online teacher; with a teacher of another tokenizer, bits/byte (of the response text, "
              f"teacher-forced) is the metric that compares models and CE is per token of the student's tokenizer; "
-             f"`CE before` and `bits/byte before` are a pretrained student's own before training. Differences are method − {baseline}, "
+             f"`CE before` and `bits/byte before` are a pretrained student's own before training. "
+             f"Differences are method − {baseline}, "
              "seed by seed, with a Student-t 95 % interval; `k/n lower` counts seeds where the method's value is "
              "lower. train s: mean training time per cell; peak RSS: the largest over the cell's seeds (each cell is "
              "its own process).", ""]
