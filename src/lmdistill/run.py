@@ -162,8 +162,9 @@ def _train(config, accelerator, resume, overwrite, stop_at, log):
                       train_teacher=training_teacher(parts, accelerator, log) or teacher)
     if resume:
         trainer.resume()
-    pretrained = config.student.spec is None  # loaded or cut from the teacher: its own level is worth knowing
-    before = untrained(parts, student_lm, accelerator, trainer.sharded) if pretrained and not resume else None
+    # a pretrained student's own level, and any student's across tokenizers, where bits per byte compare the two
+    measured = config.student.spec is None or parts.cross_tokenizer
+    before = untrained(parts, student_lm, accelerator, trainer.sharded) if measured and not resume else None
     n_params = sum(p.numel() for p in parts.student.parameters())
     log(f"student: {n_params / 1e6:.1f}M parameters; teacher: "
         f"{sum(p.numel() for p in parts.teacher.parameters()) / 1e6:.1f}M; {config.train.steps} steps")

@@ -96,6 +96,7 @@ def test_a_fresh_student_with_its_own_tokenizer_and_flexkd_features(tmp_path, wo
     lines = []
     result = train(build_config(config), log=lines.append)
     assert result["metrics"]["student"]["bpb"] > 0
+    assert result["metrics"]["student before training"]["bpb"] > 0  # a fresh student too, across tokenizers
     from transformers import AutoTokenizer  # the saved student carries the tokenizer it was built with
     saved = AutoTokenizer.from_pretrained(tmp_path / "run" / "student")
     assert saved.get_vocab() == smol.get_vocab()
