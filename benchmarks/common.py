@@ -78,13 +78,17 @@ def header(title, record):
     return f"# {title}\n\n{_provenance.summary(record)}\n\n"
 
 
+def fail(message):
+    """A mistake the user can fix: one line on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def grid_file(folder, part):
     """A committed compare grid's file (rows.json, compare.yaml), or a one-line error and exit 2 when it is missing."""
     path = Path(folder) / part
     if not path.is_file():
-        print(f"error: {path} is missing; run `lmdistill compare benchmarks/{Path(folder).name}.yaml` first",
-              file=sys.stderr)
-        sys.exit(2)
+        fail(f"{path} is missing; run `lmdistill compare benchmarks/{Path(folder).name}.yaml` first")
     return path
 
 

@@ -12,19 +12,13 @@ refused (their cells would not pair), as is a method name two grids both use.
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
-from common import grid_file, header, paired_section, provenance, write_paired_report
+from common import fail, grid_file, header, paired_section, provenance, write_paired_report
 
 ROOT = Path(__file__).resolve().parent / "results"
-
-
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def read_grid(results, name):
