@@ -48,7 +48,7 @@ $(BENCH)/.gemma: $(BENCH)/.installed
 test: assets $(BIN)/.gemma
 	$(BIN)/python -m pytest -q
 
-# Every result the README states, made again at the current commit (benchmarks/results.py; about 43 hours on 2 cores,
+# Every result the README states, made again at the current commit (benchmarks/results.py; about 47 hours on 2 cores,
 # resumable), or each at a tiny budget into benchmarks/results-quick/ to check that all of them still run.
 results: bench-env $(BIN)/.gemma
 	$(BIN)/python benchmarks/results.py
